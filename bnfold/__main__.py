@@ -1,0 +1,3 @@
+from bnfold.cli import main
+
+main()

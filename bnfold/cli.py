@@ -1,0 +1,128 @@
+"""The bnfold command line. Thin: parse, call the library, print, set the exit code.
+
+Heavy modules (onnx_ir, onnxruntime) are imported inside the commands so `bnfold --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bnfold import __version__
+from bnfold.errors import BnfoldError
+
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in values:
+        name, sep, dims = item.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r} is not NAME=DIMS, e.g. input=1x3x224x224", param_hint="--shape"
+            ) from None
+    return shapes
+
+
+def _verify_options(func):
+    options = [
+        click.option("--shape", "shapes", multiple=True, metavar="NAME=DIMS",
+                     help="Concrete shape for an input with dynamic dims, e.g. input=1x3x224x224 "
+                          "(dynamic dims default to 1)."),
+        click.option("--inputs", "inputs_npz", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Feed these inputs (.npz keyed by input name) instead of random ones."),
+        click.option("--batches", default=3, show_default=True, type=click.IntRange(1),
+                     help="Number of random input batches to compare."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed for random inputs."),
+        click.option("--rtol", type=float, help="Relative tolerance (default: 1e-4 for fp32, dtype-aware)."),
+        click.option("--atol", type=float, help="Absolute tolerance (default: 1e-5 for fp32, dtype-aware)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+class _Group(click.Group):
+    """Turns a BnfoldError into one line on stderr and exit code 2 (the traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BnfoldError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise _UserError(str(exc)) from None
+
+
+class _UserError(click.ClickException):
+    exit_code = EXIT_ERROR
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bnfold")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Lint, fold and verify BatchNormalization in ONNX models."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("model_in", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model_out", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--in-place", is_flag=True, help="Allow OUT to be IN (or omit OUT) and overwrite it.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JSON report of every BatchNormalization and affine op.")
+@click.option("--strict-inputs", is_flag=True,
+              help="Refuse to fold parameters that are also graph inputs (overridable at run time).")
+@click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
+@click.option("--force", is_flag=True, help="Write OUT even if verification fails.")
+@_verify_options
+def fold(model_in: Path, model_out: Path | None, in_place: bool, dry_run: bool, report_path: Path | None,
+         strict_inputs: bool, no_verify: bool, force: bool, shapes: tuple[str, ...],
+         inputs_npz: Path | None, batches: int, seed: int, rtol: float | None, atol: float | None) -> None:
+    """Fold inference-mode BatchNormalization in IN into its neighbours and write OUT.
+
+    The result is verified against IN with onnxruntime; a model that fails verification is not written.
+    """
+    from bnfold.commands.fold import run_fold
+
+    if model_out is None and not (in_place or dry_run):
+        raise click.UsageError("missing OUT (or pass --in-place to overwrite IN)")
+    ok = run_fold(
+        model_in, model_out or model_in, in_place=in_place, dry_run=dry_run, report_path=report_path,
+        strict_inputs=strict_inputs, verify=not no_verify, force=force, shapes=_parse_shapes(shapes),
+        inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol,
+    )
+    if not ok:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("reference", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_verify_options
+def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz: Path | None, batches: int,
+           seed: int, rtol: float | None, atol: float | None) -> None:
+    """Run REFERENCE and CANDIDATE in onnxruntime on the same inputs and compare every output."""
+    from bnfold.verify import verify_models
+
+    result = verify_models(reference, candidate, shapes=_parse_shapes(shapes), inputs_npz=inputs_npz,
+                           batches=batches, seed=seed, rtol=rtol, atol=atol)
+    click.echo(result.render())
+    if not result.ok:
+        sys.exit(EXIT_FAILED)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="bnfold")
