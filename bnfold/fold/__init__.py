@@ -1,0 +1,50 @@
+"""Fold inference-mode BatchNormalization (and decomposed per-channel affine ops) into linear ops.
+
+    result = fold_model(model)          # an onnx_ir.Model, rewritten in place
+    decisions = analyze_model(model)    # the same decisions, the model untouched
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from bnfold.fold.analysis import GraphAnalysis, analyze_graph
+from bnfold.fold.constants import ConstantResolver
+from bnfold.fold.result import Decision, FoldResult
+from bnfold.fold.rewrite import Names, Rewriter
+from bnfold.fold.shapes import ShapeOracle
+
+__all__ = ["Decision", "FoldResult", "analyze_model", "fold_model"]
+
+
+def _analyze(model: ir.Model, strict_inputs: bool) -> tuple[list[GraphAnalysis], ShapeOracle]:
+    consts, shapes = ConstantResolver(), ShapeOracle(model)
+    analyses = [analyze_graph(graph, consts, shapes, strict_inputs) for graph in model.graphs()]
+    return analyses, shapes
+
+
+def _count_nodes(model: ir.Model) -> int:
+    return sum(1 for graph in model.graphs() for _ in graph)
+
+
+def analyze_model(model: ir.Model, *, strict_inputs: bool = False) -> list[Decision]:
+    """What fold_model would do to each BatchNormalization and affine op, without changing the model."""
+    analyses, shapes = _analyze(model, strict_inputs)
+    shapes.restore()
+    return [d for a in analyses for d in a.decisions]
+
+
+def fold_model(model: ir.Model, *, strict_inputs: bool = False) -> FoldResult:
+    """Fold every foldable BatchNormalization / affine op in `model` (in place) and say what happened."""
+    before = _count_nodes(model)
+    analyses, shapes = _analyze(model, strict_inputs)
+    rewriter = Rewriter(Names(model))
+    for analysis in analyses:
+        rewriter.apply(analysis)
+    shapes.restore()
+    return FoldResult(
+        decisions=[d for a in analyses for d in a.decisions],
+        nodes_before=before,
+        nodes_after=_count_nodes(model),
+        removed_inputs=rewriter.removed_inputs,
+    )

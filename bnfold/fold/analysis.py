@@ -1,0 +1,311 @@
+"""Decide, for every BatchNormalization and decomposed affine op, whether and where it folds.
+
+Affine ops are grouped into chains (each output used once, by the next op's data input). A chain folds
+backward into the linear op that produces its input as far as its ops map onto that op's output
+channels; what is left folds forward into the linear op that consumes its output, optionally through
+Flatten/Reshape (channel -> feature) and MaxPool (when every scale is > 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from bnfold.fold import result as R
+from bnfold.fold.affine import Affine, Refusal, as_affine, compose
+from bnfold.fold.constants import ConstantResolver
+from bnfold.fold.partners import LINEAR_OPS, Layout, Partner, make_partner
+from bnfold.fold.shapes import ShapeOracle
+
+PASSTHROUGH_FORWARD = frozenset({"Flatten", "Reshape", "MaxPool"})
+# Reasons that say only "nothing linear nearby"; any other reason on the other side is more useful.
+_GENERIC = (R.NO_LINEAR_NEIGHBOUR, R.NONLINEARITY_BETWEEN)
+
+
+def node_label(node: ir.Node) -> str:
+    return node.name or (node.outputs[0].name if node.outputs else "") or node.op_type
+
+
+@dataclass
+class Plan:
+    """One fold: `chain` (in graph order) goes away; `partner` absorbs it."""
+
+    direction: str
+    partner: Partner
+    chain: list[Affine]
+    # Flatten/Reshape/MaxPool between the chain and a forward partner; they stay in the graph.
+    via: list[ir.Node]
+    # Where the chain's channels are, and how many partner features each one spreads over (Flatten).
+    layout: Layout
+    spread: int = 1
+
+
+@dataclass
+class GraphAnalysis:
+    plans: list[Plan] = field(default_factory=list)
+    decisions: list[R.Decision] = field(default_factory=list)
+    partners: dict[int, Partner] = field(default_factory=dict)
+
+
+class _Analyzer:
+    def __init__(self, graph: ir.Graph, consts: ConstantResolver, shapes: ShapeOracle, strict_inputs: bool):
+        self.graph = graph
+        self.consts = consts
+        self.shapes = shapes
+        self.strict_inputs = strict_inputs
+        self.out = GraphAnalysis()
+
+    # -- building blocks -------------------------------------------------------------------------
+
+    def partner(self, node: ir.Node) -> Partner:
+        key = id(node)
+        if key not in self.out.partners:
+            partner = make_partner(node, self.consts)
+            if partner.overridable and self.strict_inputs:
+                raise Refusal(R.OVERRIDABLE_PARAMETERS,
+                              f"the weights of {node.op_type} '{node_label(node)}' are also graph inputs")
+            self.out.partners[key] = partner
+        return self.out.partners[key]
+
+    def single_consumer(self, value: ir.Value) -> ir.Node:
+        if value.is_graph_output():
+            raise Refusal(R.GRAPH_OUTPUT, f"'{value.name}' is a graph output")
+        uses = list(value.uses())
+        if len(uses) != 1:
+            raise Refusal(R.SHARED_OUTPUT, f"'{value.name}' is used by {len(uses)} nodes")
+        return uses[0].node
+
+    def no_partner(self, neighbour: ir.Node | None, onward: list[ir.Node]) -> Refusal:
+        if neighbour is not None and any(n.op_type in LINEAR_OPS for n in onward):
+            return Refusal(R.NONLINEARITY_BETWEEN,
+                           f"{neighbour.op_type} '{node_label(neighbour)}' sits between it and the linear op")
+        return Refusal(R.NO_LINEAR_NEIGHBOUR)
+
+    # -- backward --------------------------------------------------------------------------------
+
+    def backward(self, chain: list[Affine]) -> tuple[int, Partner | None, Refusal | None]:
+        """How many leading chain ops fold into the producer, the producer, and why the next one does not."""
+        head = chain[0]
+        producer = head.data.producer()
+        if producer is None or producer.op_type not in LINEAR_OPS:
+            onward = [] if producer is None else [v.producer() for v in producer.inputs if v is not None]
+            return 0, None, self.no_partner(producer, [n for n in onward if n is not None])
+        try:
+            if producer.outputs[0] is not head.data:
+                raise Refusal(R.UNSUPPORTED_PARTNER)
+            self.single_consumer(head.data)
+            partner = self.partner(producer)
+            layout = partner.output_layout()
+        except Refusal as refusal:
+            return 0, None, refusal
+        count, refusal = self.fit(chain, layout)
+        return count, partner, refusal
+
+    def fit(self, chain: list[Affine], layout: Layout) -> tuple[int, Refusal | None]:
+        """Length of the chain prefix whose ops map onto `layout`, and why the next one does not."""
+        for i, affine in enumerate(chain):
+            try:
+                affine.per_channel(layout.rank, layout.axis, layout.channels)
+            except Refusal as refusal:
+                return i, refusal
+        return len(chain), None
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward_target(self, tail: Affine) -> tuple[Partner, list[ir.Node], Layout, int]:
+        """The consumer that absorbs the chain, the pass-through ops on the way, the chain's layout there
+        and how many consumer features each chain channel spreads over (Flatten/Reshape)."""
+        value, via = tail.output, []
+        while True:
+            consumer = self.single_consumer(value)
+            if consumer.op_type not in PASSTHROUGH_FORWARD or consumer.domain not in ("", "ai.onnx"):
+                break
+            if consumer.inputs[0] is not value or (consumer.op_type == "MaxPool" and len(consumer.outputs) > 1
+                                                   and consumer.outputs[1].uses()):
+                raise Refusal(R.UNSUPPORTED_PARTNER, f"{consumer.op_type} '{node_label(consumer)}' uses it oddly")
+            via.append(consumer)
+            value = consumer.outputs[0]
+        if consumer.op_type not in LINEAR_OPS:
+            raise self.no_partner(consumer, [u.node for out in consumer.outputs for u in out.uses()])
+        if consumer.inputs[0] is not value:
+            raise Refusal(R.UNSUPPORTED_PARTNER,
+                          f"it feeds the weight input of {consumer.op_type} '{node_label(consumer)}'")
+        partner = self.partner(consumer)
+        partner.check_forward()
+        layout = partner.input_layout()
+        reshapes = [n for n in via if n.op_type != "MaxPool"]
+        if not reshapes:
+            return partner, via, layout, 1
+        shape = self.shapes.static_shape(tail.output)
+        out_shape = self.shapes.static_shape(reshapes[-1].outputs[0])
+        if shape is None or out_shape is None:
+            raise Refusal(R.UNKNOWN_SHAPE, f"the shape around {reshapes[0].op_type} is not known")
+        spread = int(np.prod(shape[2:], dtype=np.int64))
+        if (len(shape) < 2 or len(out_shape) != 2 or out_shape[0] != shape[0]
+                or out_shape[1] != shape[1] * spread or layout.channels != out_shape[1]):
+            raise Refusal(R.CHANNEL_AXIS_MISMATCH,
+                          f"{list(shape)} -> {list(out_shape)} does not keep channels as contiguous features")
+        return partner, via, Layout(len(shape), 1, shape[1]), spread
+
+    def forward(self, chain: list[Affine]) -> tuple[int, Plan | None, Refusal | None]:
+        """Index of the first op of the suffix that folds forward, its plan, and why the op before it
+        does not fold forward."""
+        try:
+            partner, via, layout, spread = self.forward_target(chain[-1])
+        except Refusal as refusal:
+            return len(chain), None, refusal
+        start = len(chain)
+        refusal = None
+        for i in range(len(chain) - 1, -1, -1):
+            try:
+                chain[i].per_channel(layout.rank, layout.axis, layout.channels)
+            except Refusal as exc:
+                refusal = exc
+                break
+            start = i
+        if any(n.op_type == "MaxPool" for n in via) and start < len(chain):
+            s, _ = compose([a.per_channel(layout.rank, layout.axis, layout.channels) for a in chain[start:]],
+                           layout.channels)
+            if (s <= 0).any():
+                return len(chain), None, Refusal(R.NON_POSITIVE_SCALE)
+        if start == len(chain):
+            return start, None, refusal
+        return start, Plan(R.FORWARD, partner, chain[start:], via, layout, spread), refusal
+
+    # -- one chain -------------------------------------------------------------------------------
+
+    def chain(self, chain: list[Affine]) -> None:
+        n_back, back_partner, back_refusal = self.backward(chain)
+        bias_add = (back_partner is not None and back_partner.op == "MatMul" and not chain[0].is_bn
+                    and chain[0].node.op_type == "Add")
+        if bias_add and n_back <= 1:
+            # MatMul + Add(bias) alone is an ordinary linear layer, not something to fold.
+            n_back, back_refusal = 0, back_refusal or Refusal(R.NO_LINEAR_NEIGHBOUR)
+        if n_back:
+            n_back = self.apply(Plan(R.BACKWARD, back_partner, chain[:n_back], [], back_partner.output_layout()))
+            if n_back == 0:
+                back_refusal = Refusal(R.OVERFLOW, back_partner.overflow_detail)
+        start, fwd_plan, fwd_refusal = self.forward(chain[n_back:]) if n_back < len(chain) else (0, None, None)
+        start += n_back
+        fwd_partner = None if fwd_plan is None else fwd_plan.partner
+        if fwd_plan is not None and not self.apply(fwd_plan):
+            fwd_refusal, start = Refusal(R.OVERFLOW, fwd_partner.overflow_detail), len(chain)
+        for i, affine in enumerate(chain):
+            if i == 0 and bias_add:
+                continue
+            if i < n_back:
+                self.decide(affine, R.FOLDED, R.BACKWARD, back_partner)
+            elif i >= start:
+                self.decide(affine, R.FOLDED, R.FORWARD, fwd_partner)
+            else:
+                refusal = _pick(back_refusal, fwd_refusal)
+                if chain_has_bn(chain) or refusal.reason not in _GENERIC + (R.NON_CONSTANT_PARAMETERS,):
+                    self.decide(affine, R.SKIPPED, refusal=refusal)
+
+    def apply(self, plan: Plan) -> int:
+        """Fold the plan into the partner's working weights; 0 if the result would overflow."""
+        layout = plan.layout
+        pairs = [a.per_channel(layout.rank, layout.axis, layout.channels) for a in plan.chain]
+        s, t = compose(pairs, layout.channels)
+        if plan.spread > 1:
+            s, t = np.repeat(s, plan.spread), np.repeat(t, plan.spread)
+        partner = plan.partner
+        state = partner.snapshot()
+        (partner.fold_backward if plan.direction == R.BACKWARD else partner.fold_forward)(s, t)
+        detail = partner.overflow()
+        if detail is not None:
+            partner.restore(state)
+            partner.overflow_detail = detail
+            return 0
+        self.out.plans.append(plan)
+        return len(plan.chain)
+
+    def decide(self, affine: Affine, outcome: str, direction: str | None = None, partner: Partner | None = None,
+               refusal: Refusal | None = None) -> None:
+        self.out.decisions.append(R.Decision(
+            node=node_label(affine.node), op_type=affine.node.op_type, outcome=outcome, direction=direction,
+            partner=None if partner is None else node_label(partner.node),
+            partner_op=None if partner is None else partner.op,
+            reason=None if refusal is None else refusal.reason,
+            detail=_describe(outcome, direction, partner) if refusal is None else refusal.detail,
+            graph=self.graph.name or "", overridable=affine.overridable or bool(partner and partner.overridable),
+        ))
+
+    # -- the graph -------------------------------------------------------------------------------
+
+    def run(self) -> GraphAnalysis:
+        affines: dict[int, Affine] = {}
+        for node in self.graph:
+            try:
+                affine = as_affine(node, self.consts)
+                if affine is not None and affine.overridable and self.strict_inputs:
+                    raise Refusal(R.OVERRIDABLE_PARAMETERS,
+                                  "a parameter is an initializer that is also a graph input")
+            except Refusal as refusal:
+                self.out.decisions.append(R.Decision(
+                    node=node_label(node), op_type=node.op_type, outcome=R.SKIPPED, reason=refusal.reason,
+                    detail=refusal.detail, graph=self.graph.name or ""))
+                continue
+            if affine is not None:
+                affines[id(node)] = affine
+        for chain in _chains(self.graph, affines):
+            self.chain(chain)
+        return self.out
+
+
+def chain_has_bn(chain: list[Affine]) -> bool:
+    return any(a.is_bn for a in chain)
+
+
+def _next_in_chain(affine: Affine, affines: dict[int, Affine]) -> Affine | None:
+    out = affine.output
+    if out.is_graph_output():
+        return None
+    uses = list(out.uses())
+    if len(uses) != 1:
+        return None
+    successor = affines.get(id(uses[0].node))
+    if successor is None or successor.data_index != uses[0].idx:
+        return None
+    return successor
+
+
+def _chains(graph: ir.Graph, affines: dict[int, Affine]) -> list[list[Affine]]:
+    successors = {}
+    for key, affine in affines.items():
+        nxt = _next_in_chain(affine, affines)
+        if nxt is not None:
+            successors[key] = nxt
+    heads_excluded = {id(a.node) for a in successors.values()}
+    chains = []
+    for node in graph:
+        key = id(node)
+        if key in affines and key not in heads_excluded:
+            chain = [affines[key]]
+            while id(chain[-1].node) in successors:
+                chain.append(successors[id(chain[-1].node)])
+            chains.append(chain)
+    return chains
+
+
+def _pick(back: Refusal | None, fwd: Refusal | None) -> Refusal:
+    candidates = [r for r in (back, fwd) if r is not None]
+    specific = [r for r in candidates if r.reason not in _GENERIC]
+    if specific:
+        return specific[0]
+    if any(r.reason == R.NONLINEARITY_BETWEEN for r in candidates):
+        return next(r for r in candidates if r.reason == R.NONLINEARITY_BETWEEN)
+    return candidates[0] if candidates else Refusal(R.NO_LINEAR_NEIGHBOUR)
+
+
+def _describe(outcome: str, direction: str | None, partner: Partner | None) -> str:
+    if partner is None:
+        return outcome
+    return f"{outcome} {direction} into {partner.op} '{node_label(partner.node)}'"
+
+
+def analyze_graph(graph: ir.Graph, consts: ConstantResolver, shapes: ShapeOracle,
+                  strict_inputs: bool) -> GraphAnalysis:
+    return _Analyzer(graph, consts, shapes, strict_inputs).run()

@@ -1,0 +1,124 @@
+"""Resolve a value to a constant array: an initializer, or the result of a constant-only subgraph.
+
+PyTorch's dynamo exporter computes Conv biases with Expand and the onnx wheel's `light_*` models build
+their weights with ConstantOfShape, so "constant" has to mean more than "initializer". Only ops with no
+randomness and no dependence on graph inputs are evaluated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+
+@dataclass(frozen=True)
+class Const:
+    array: np.ndarray
+    # An initializer that is also a graph input can be overridden at run time (IR >= 4).
+    overridable: bool
+
+
+def _attr(node: ir.Node, name: str, default=None):
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+def _constant(node: ir.Node, _inputs: list[np.ndarray]) -> np.ndarray:
+    for name, dtype in (("value_float", np.float32), ("value_int", np.int64),
+                        ("value_floats", np.float32), ("value_ints", np.int64)):
+        value = _attr(node, name)
+        if value is not None:
+            return np.asarray(value, dtype=dtype)
+    tensor = _attr(node, "value")
+    if tensor is None:
+        raise ValueError("Constant without a supported value attribute")
+    return tensor.numpy()
+
+
+def _constant_of_shape(node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
+    tensor = _attr(node, "value")
+    fill = np.zeros((), np.float32) if tensor is None else tensor.numpy().reshape(())
+    return np.full(tuple(int(d) for d in inputs[0]), fill, dtype=fill.dtype)
+
+
+def _cast(node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
+    return inputs[0].astype(ir.DataType(_attr(node, "to")).numpy())
+
+
+def _reshape(node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
+    data, shape = inputs[0], [int(d) for d in inputs[1]]
+    if not _attr(node, "allowzero", 0):
+        shape = [data.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return data.reshape(shape)
+
+
+def _axes(node: ir.Node, inputs: list[np.ndarray]) -> list[int] | None:
+    if len(inputs) > 1:
+        return [int(a) for a in inputs[1]]
+    axes = _attr(node, "axes")
+    return None if axes is None else list(axes)
+
+
+def _unsqueeze(node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
+    return np.expand_dims(inputs[0], tuple(_axes(node, inputs)))
+
+
+def _squeeze(node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
+    axes = _axes(node, inputs)
+    return np.squeeze(inputs[0], None if axes is None else tuple(axes))
+
+
+def _expand(_node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
+    data, shape = inputs
+    return np.broadcast_to(data, np.broadcast_shapes(data.shape, tuple(int(d) for d in shape))).copy()
+
+
+_EVALUATORS = {
+    "Constant": _constant,
+    "ConstantOfShape": _constant_of_shape,
+    "Cast": _cast,
+    "CastLike": lambda node, inputs: inputs[0].astype(inputs[1].dtype),
+    "Reshape": _reshape,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Expand": _expand,
+    "Identity": lambda node, inputs: inputs[0],
+}
+
+
+class ConstantResolver:
+    """Evaluates and caches constants; one resolver per analysis run."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, Const | None] = {}
+
+    def resolve(self, value: ir.Value | None) -> Const | None:
+        if value is None:
+            return None
+        key = id(value)
+        if key not in self._cache:
+            self._cache[key] = self._compute(value)
+        return self._cache[key]
+
+    def array(self, value: ir.Value | None) -> np.ndarray | None:
+        const = self.resolve(value)
+        return None if const is None else const.array
+
+    def _compute(self, value: ir.Value) -> Const | None:
+        if value.const_value is not None:
+            return Const(value.const_value.numpy(), value.is_graph_input())
+        if value.is_graph_input():
+            return None
+        node = value.producer()
+        if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in _EVALUATORS:
+            return None
+        inputs = [self.resolve(v) for v in node.inputs if v is not None]
+        if any(c is None for c in inputs):
+            return None
+        try:
+            array = _EVALUATORS[node.op_type](node, [c.array for c in inputs])
+        except (ValueError, TypeError, IndexError):
+            return None
+        return Const(np.asarray(array), any(c.overridable for c in inputs))

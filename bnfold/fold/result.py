@@ -1,0 +1,112 @@
+"""What the fold analysis decided for each BatchNormalization / affine op, and the totals."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+FOLDED = "folded"
+SKIPPED = "skipped"
+
+BACKWARD = "backward"
+FORWARD = "forward"
+
+# Reason codes for a skip. Stable: the JSON report and lint rule BN009 use them.
+TRAINING_MODE = "training-mode"
+NON_CONSTANT_PARAMETERS = "non-constant-parameters"
+OVERRIDABLE_PARAMETERS = "overridable-parameters"
+SHARED_OUTPUT = "shared-output"
+GRAPH_OUTPUT = "graph-output"
+NONLINEARITY_BETWEEN = "nonlinearity-between"
+NO_LINEAR_NEIGHBOUR = "no-linear-neighbour"
+PADDING_FORWARD = "padding-forward"
+CHANNEL_AXIS_MISMATCH = "channel-axis-mismatch"
+UNKNOWN_SHAPE = "unknown-shape"
+UNSUPPORTED_DTYPE = "unsupported-dtype"
+UNSUPPORTED_PARTNER = "unsupported-partner"
+NON_POSITIVE_SCALE = "non-positive-scale"
+DEGENERATE_STATISTICS = "degenerate-statistics"
+OVERFLOW = "overflow"
+
+REASONS = {
+    TRAINING_MODE: "BatchNormalization runs in training mode (training_mode=1 or running-stat outputs used)",
+    NON_CONSTANT_PARAMETERS: "a parameter is computed at run time (graph input or input-dependent op)",
+    OVERRIDABLE_PARAMETERS: "a parameter is an initializer that is also a graph input (--strict-inputs)",
+    SHARED_OUTPUT: "an intermediate output is used by another node",
+    GRAPH_OUTPUT: "an intermediate output is a graph output",
+    NONLINEARITY_BETWEEN: "a nonlinearity sits between it and the nearest linear op",
+    NO_LINEAR_NEIGHBOUR: "no Conv/ConvTranspose/Gemm/MatMul next to it",
+    PADDING_FORWARD: "the next Conv pads its input, and zero padding is not an affine image of the input",
+    CHANNEL_AXIS_MISMATCH: "its channel axis is not the linear op's channel/feature axis",
+    UNKNOWN_SHAPE: "a shape needed to map channels is not known statically",
+    UNSUPPORTED_DTYPE: "the weight or parameter dtype cannot be folded",
+    UNSUPPORTED_PARTNER: "the neighbouring op cannot absorb it exactly",
+    NON_POSITIVE_SCALE: "a scale is <= 0, so it does not commute with MaxPool",
+    DEGENERATE_STATISTICS: "variance + epsilon <= 0, or a parameter is NaN/Inf",
+    OVERFLOW: "the folded weights overflow the weight dtype",
+}
+
+
+@dataclass
+class Decision:
+    """The outcome for one BatchNormalization or decomposed affine op (Mul/Add/Sub/Div by a constant)."""
+
+    node: str
+    op_type: str
+    outcome: str
+    direction: str | None = None
+    partner: str | None = None
+    partner_op: str | None = None
+    reason: str | None = None
+    detail: str = ""
+    graph: str = ""
+    overridable: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FoldResult:
+    decisions: list[Decision] = field(default_factory=list)
+    nodes_before: int = 0
+    nodes_after: int = 0
+    removed_inputs: list[str] = field(default_factory=list)
+
+    def of_op(self, op_type: str) -> list[Decision]:
+        return [d for d in self.decisions if d.op_type == op_type]
+
+    @property
+    def folded(self) -> list[Decision]:
+        return [d for d in self.decisions if d.outcome == FOLDED]
+
+    @property
+    def skipped(self) -> list[Decision]:
+        return [d for d in self.decisions if d.outcome == SKIPPED]
+
+    def summary(self) -> str:
+        bns = self.of_op("BatchNormalization")
+        folded_bn = [d for d in bns if d.outcome == FOLDED]
+        into = Counter(f"{d.direction} into {d.partner_op}" for d in folded_bn)
+        parts = ", ".join(f"{n} {k}" for k, n in sorted(into.items(), key=lambda kv: -kv[1]))
+        line = f"folded {len(folded_bn)}/{len(bns)} BatchNormalization"
+        if parts:
+            line += f": {parts}"
+        others = [d for d in self.decisions if d.op_type != "BatchNormalization"]
+        if others:
+            line += f"; {sum(d.outcome == FOLDED for d in others)}/{len(others)} affine Mul/Add/Sub/Div"
+        skipped = Counter(d.reason for d in self.skipped)
+        line += f"; {len(self.skipped)} skipped"
+        if skipped:
+            line += " (" + ", ".join(f"{n} {r}" for r, n in skipped.most_common()) + ")"
+        line += f"; {self.nodes_before} → {self.nodes_after} nodes"
+        return line
+
+    def to_json(self) -> dict:
+        return {
+            "version": 1,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "removed_initializer_inputs": self.removed_inputs,
+            "decisions": [d.to_json() for d in self.decisions],
+        }

@@ -1,0 +1,141 @@
+"""Apply an analysis to the graph: write the partners' new weights, remove the folded ops, rewire, and
+drop what became dead (BN parameters, old weights, constant-only subgraphs that computed them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from bnfold.fold import result as R
+from bnfold.fold.analysis import GraphAnalysis, Plan
+from bnfold.fold.partners import Partner
+
+
+class Names:
+    """Fresh value names that collide with nothing in the model."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self._taken = {v.name for g in model.graphs() for v in (*g.inputs, *g.initializers.values())}
+        self._taken |= {out.name for g in model.graphs() for node in g for out in node.outputs}
+
+    def fresh(self, base: str) -> str:
+        name, i = f"{base}_bnfold", 1
+        while name in self._taken:
+            i += 1
+            name = f"{base}_bnfold{i}"
+        self._taken.add(name)
+        return name
+
+
+class Rewriter:
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        self.removed_inputs: list[str] = []
+        self._maybe_dead: list[ir.Value] = []
+
+    def apply(self, analysis: GraphAnalysis) -> None:
+        for plan in analysis.plans:
+            self._remove_chain(plan)
+        for partner in analysis.partners.values():
+            if partner.touched:
+                self._write_partner(partner)
+        self._drop_dead()
+
+    def _remove_chain(self, plan: Plan) -> None:
+        head, tail = plan.chain[0], plan.chain[-1]
+        graph = head.node.graph
+        replacement = plan.partner.node.outputs[0] if plan.direction == R.BACKWARD else head.data
+        _take_over(tail.output, replacement)
+        nodes = [a.node for a in plan.chain]
+        self._maybe_dead.extend(v for n in nodes for v in n.inputs if v is not None)
+        graph.remove(nodes, safe=True)
+
+    def _write_partner(self, partner: Partner) -> None:
+        node, dtype = partner.node, partner.dtype
+        self._set_constant(node, 1, partner.weight, dtype)
+        if partner.bias is None:
+            return
+        if partner.op == "MatMul":
+            self._add_bias_after(node, partner.bias.astype(dtype.numpy()), dtype)
+            return
+        self._set_constant(node, 2, partner.bias, dtype)
+        if partner.op == "Gemm":
+            node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
+
+    def _set_constant(self, node: ir.Node, index: int, array: np.ndarray, dtype: ir.DataType) -> None:
+        tensor_array = array.astype(dtype.numpy())
+        old = node.inputs[index] if index < len(node.inputs) else None
+        if (old is not None and old.is_initializer() and not old.is_graph_input() and not old.is_graph_output()
+                and len(old.uses()) == 1 and old.graph is node.graph):
+            old.const_value = ir.Tensor(tensor_array, dtype=dtype, name=old.name)
+            old.shape = ir.Shape(tensor_array.shape)
+            return
+        base = old.name if old is not None and old.name else f"{node.name or node.op_type}.{index}"
+        name = self.names.fresh(base)
+        new = ir.Value(name=name, shape=ir.Shape(tensor_array.shape), type=ir.TensorType(dtype),
+                       const_value=ir.Tensor(tensor_array, dtype=dtype, name=name))
+        node.graph.register_initializer(new)
+        if index >= len(node.inputs):
+            node.resize_inputs(index + 1)
+        node.replace_input_with(index, new)
+        if old is not None:
+            self._maybe_dead.append(old)
+
+    def _add_bias_after(self, node: ir.Node, bias: np.ndarray, dtype: ir.DataType) -> None:
+        out = node.outputs[0]
+        name = self.names.fresh(f"{node.name or 'MatMul'}.bias")
+        const = ir.Value(name=name, shape=ir.Shape(bias.shape), type=ir.TensorType(dtype),
+                         const_value=ir.Tensor(bias, dtype=dtype, name=name))
+        node.graph.register_initializer(const)
+        uses = list(out.uses())
+        add = ir.Node("", "Add", [out, const], name=self.names.fresh(f"{node.name or 'MatMul'}.add"),
+                      num_outputs=1)
+        added = add.outputs[0]
+        added.type, added.shape = out.type, out.shape
+        node.graph.insert_after(node, add)
+        for use in uses:
+            use.node.replace_input_with(use.idx, added)
+        _rename_graph_output(out, added)
+        if not added.name:
+            added.name = self.names.fresh(f"{out.name}.biased")
+
+    def _drop_dead(self) -> None:
+        work = self._maybe_dead
+        while work:
+            value = work.pop()
+            if value.uses() or value.is_graph_output():
+                continue
+            if value.is_initializer():
+                graph = value.graph
+                if value.is_graph_input():
+                    graph.inputs.remove(value)
+                    self.removed_inputs.append(value.name)
+                graph.initializers.pop(value.name, None)
+                continue
+            node = value.producer()
+            if node is None or node.graph is None:
+                continue
+            if any(out.uses() or out.is_graph_output() for out in node.outputs):
+                continue
+            work.extend(v for v in node.inputs if v is not None)
+            node.graph.remove(node, safe=True)
+
+
+def _take_over(old: ir.Value, new: ir.Value) -> None:
+    """Make `new` stand where `old` was: its uses and, keeping the name, its place in the graph outputs."""
+    for use in list(old.uses()):
+        use.node.replace_input_with(use.idx, new)
+    _rename_graph_output(old, new)
+
+
+def _rename_graph_output(old: ir.Value, new: ir.Value) -> None:
+    graph = old.graph
+    if not old.is_graph_output() or graph is None:
+        return
+    name = old.name
+    outputs = graph.outputs
+    for i, value in enumerate(outputs):
+        if value is old:
+            outputs[i] = new
+    old.name = None
+    new.name = name

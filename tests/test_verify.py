@@ -1,0 +1,431 @@
+"""verify: both models in onnxruntime (ORT_DISABLE_ALL) on the same inputs, every output compared."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from bnfold.cli import cli
+from bnfold.errors import BnfoldError, InputError, RuntimeUnavailable
+from bnfold.verify import OutputDiff, VerifyResult, compare_output, default_tolerances, make_inputs, verify_models
+
+FLOAT = TensorProto.FLOAT
+
+
+def save_model(path, nodes, inputs, outputs, initializers=(), *, ir_version=8, opsets=(("", 17),)):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets],
+                              ir_version=ir_version)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def tensor(name, elem_type, shape):
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def two_output_model(path, w=2.0, b=1.0):
+    """y1 = x * w, y2 = x + b, x: float[2, 3]."""
+    return save_model(
+        path,
+        [helper.make_node("Mul", ["x", "w"], ["y1"]), helper.make_node("Add", ["x", "b"], ["y2"])],
+        [tensor("x", FLOAT, [2, 3])],
+        [tensor("y1", FLOAT, [2, 3]), tensor("y2", FLOAT, [2, 3])],
+        [numpy_helper.from_array(np.full([3], w, np.float32), "w"),
+         numpy_helper.from_array(np.full([3], b, np.float32), "b")],
+    )
+
+
+def offset_model(path, elem_type, offset, shape=(4, 3)):
+    """y = x + offset; offset 0 is Identity so the pair differs by exactly one constant."""
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    if offset == 0:
+        nodes, inits = [helper.make_node("Identity", ["x"], ["y"])], []
+    else:
+        nodes = [helper.make_node("Add", ["x", "c"], ["y"])]
+        inits = [numpy_helper.from_array(np.array([offset], dtype), "c")]
+    return save_model(path, nodes, [tensor("x", elem_type, list(shape))], [tensor("y", elem_type, list(shape))], inits)
+
+
+def custom_op_model(path):
+    return save_model(path, [helper.make_node("Foo", ["x"], ["y"], domain="com.example")],
+                      [tensor("x", FLOAT, [3])], [tensor("y", FLOAT, [3])],
+                      opsets=(("", 17), ("com.example", 1)))
+
+
+def shape_model(path, constant=None):
+    """Outputs Shape(x) of x: float['N', 3], or (with constant) that fixed int64 value instead."""
+    if constant is None:
+        node = helper.make_node("Shape", ["x"], ["s"])
+    else:
+        node = helper.make_node("Constant", [], ["s"],
+                                value=numpy_helper.from_array(np.array(constant, np.int64)))
+    return save_model(path, [node], [tensor("x", FLOAT, ["N", 3])], [tensor("s", TensorProto.INT64, [2])])
+
+
+def session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+# --- library ---------------------------------------------------------------------------------------------
+
+
+def test_identical_models_verify_with_zero_error_per_output(tmp_path):
+    a = two_output_model(tmp_path / "a.onnx")
+    b = two_output_model(tmp_path / "b.onnx")
+    result = verify_models(a, b, batches=4)
+    assert result.ok
+    assert result.max_abs == 0.0
+    assert result.batches == 4
+    assert [(o.name, o.dtype, o.max_abs, o.max_rel, o.rtol, o.atol, o.ok) for o in result.outputs] == [
+        ("y1", "float32", 0.0, 0.0, 1e-4, 1e-5, True),
+        ("y2", "float32", 0.0, 0.0, 1e-4, 1e-5, True),
+    ]
+    assert result.render().splitlines()[-1] == "verified: max abs error 0.0e+00 over 4 batches"
+
+
+def test_perturbed_weight_is_a_mismatch_of_the_exact_size(tmp_path):
+    a = two_output_model(tmp_path / "a.onnx", w=2.0)
+    b = two_output_model(tmp_path / "b.onnx", w=2.5)
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.array([[1, -2, 3], [4, 5, -6]], np.float32))
+    result = verify_models(a, b, inputs_npz=npz, batches=7)
+    assert not result.ok
+    assert result.batches == 1  # an .npz is one batch, whatever --batches says
+    y1, y2 = result.outputs
+    assert (y1.max_abs, y1.max_rel, y1.ok) == (3.0, 0.25, False)  # 0.5 * |-6|, relative to 2 * 6
+    assert (y2.max_abs, y2.ok) == (0.0, True)
+    assert result.max_abs == 3.0
+    assert result.render().splitlines() == [
+        "y1  max abs 3.0e+00  max rel 2.5e-01  FAIL (rtol 1e-04, atol 1e-05)",
+        "y2  max abs 0.0e+00  max rel 0.0e+00  ok",
+        "MISMATCH: 1 of 2 outputs differ (max abs error 3.0e+00 over 1 batch)",
+    ]
+
+
+def test_perturbed_weight_fails_on_random_inputs_too(tmp_path):
+    a = two_output_model(tmp_path / "a.onnx", w=2.0)
+    b = two_output_model(tmp_path / "b.onnx", w=2.5)
+    result = verify_models(a, b, seed=3)
+    x = [make_inputs(session(a), {}, seed=3, batch=i)["x"] for i in range(3)]
+    assert result.outputs[0].max_abs == pytest.approx(0.5 * max(np.abs(xi).max() for xi in x), rel=1e-6)
+    assert not result.ok
+
+
+def test_external_data_model_loads_from_its_path(tmp_path):
+    a = two_output_model(tmp_path / "a.onnx")
+    (tmp_path / "ext").mkdir()
+    external = tmp_path / "ext" / "model.onnx"
+    onnx.save(onnx.load(a), external, save_as_external_data=True, location="model.data", size_threshold=0)
+    assert (tmp_path / "ext" / "model.data").stat().st_size > 0
+    result = verify_models(a, external)
+    assert result.ok and result.max_abs == 0.0
+
+
+@pytest.mark.parametrize("ir_version", [4, 8])
+def test_initializer_listed_as_graph_input_is_never_fed_random_values(tmp_path, ir_version):
+    def model(path, w):
+        return save_model(path, [helper.make_node("Mul", ["x", "w"], ["y"])],
+                          [tensor("x", FLOAT, [2, 3]), tensor("w", FLOAT, [3])], [tensor("y", FLOAT, [2, 3])],
+                          [numpy_helper.from_array(np.full([3], w, np.float32), "w")], ir_version=ir_version)
+
+    a, b = model(tmp_path / "a.onnx", 2.0), model(tmp_path / "b.onnx", 3.0)
+    assert set(make_inputs(session(a), {}, seed=0, batch=0)) == {"x"}
+    result = verify_models(a, b)
+    assert not result.ok
+    assert result.outputs[0].max_abs > 0.0
+    assert verify_models(a, model(tmp_path / "c.onnx", 2.0)).ok
+
+
+def test_dynamic_dims_come_from_shapes_else_one(tmp_path):
+    ref = shape_model(tmp_path / "shape.onnx")
+    assert verify_models(ref, shape_model(tmp_path / "4x3.onnx", [4, 3]), shapes={"x": (4, 3)}).ok
+    assert verify_models(ref, shape_model(tmp_path / "1x3.onnx", [1, 3])).ok
+    result = verify_models(ref, shape_model(tmp_path / "4x3b.onnx", [4, 3]))
+    assert not result.ok
+    assert (result.outputs[0].dtype, result.outputs[0].max_abs, result.outputs[0].rtol) == ("int64", 3.0, 0.0)
+    assert make_inputs(session(ref), {"x": (4, 3)}, seed=0, batch=0)["x"].shape == (4, 3)
+
+
+def test_shape_that_contradicts_the_model_or_names_no_input_is_an_input_error(tmp_path):
+    ref = shape_model(tmp_path / "shape.onnx")
+    with pytest.raises(InputError, match=r"does not fit its declared shape Nx3"):
+        verify_models(ref, ref, shapes={"x": (4, 5)})
+    with pytest.raises(InputError, match=r"--shape names no input of shape.onnx: y"):
+        verify_models(ref, ref, shapes={"y": (4, 3)})
+
+
+def test_make_inputs_per_dtype_and_batch(tmp_path):
+    types = {"f16": TensorProto.FLOAT16, "f64": TensorProto.DOUBLE, "i64": TensorProto.INT64,
+             "u8": TensorProto.UINT8, "b": TensorProto.BOOL}
+    path = save_model(tmp_path / "m.onnx",
+                      [helper.make_node("Identity", [name], [name + "_out"]) for name in types],
+                      [tensor(name, t, [50]) for name, t in types.items()],
+                      [tensor(name + "_out", t, [50]) for name, t in types.items()])
+    sess = session(path)
+    first = make_inputs(sess, {}, seed=0, batch=0)
+    assert {k: v.dtype.name for k, v in first.items()} == {
+        "f16": "float16", "f64": "float64", "i64": "int64", "u8": "uint8", "b": "bool"}
+    assert all(v.shape == (50,) for v in first.values())
+    assert first["i64"].min() >= 0 and first["i64"].max() < 10
+    assert first["b"].any() and not first["b"].all()
+    again = make_inputs(sess, {}, seed=0, batch=0)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    other = make_inputs(sess, {}, seed=0, batch=1)
+    assert not np.array_equal(first["f64"], other["f64"])
+
+
+def test_default_tolerances_per_dtype():
+    assert default_tolerances(np.float32) == (1e-4, 1e-5)
+    assert default_tolerances(np.dtype("float64")) == (1e-6, 1e-8)
+    assert default_tolerances(np.float16) == (1e-2, 1e-3)
+    assert default_tolerances(ml_dtypes.bfloat16) == (5e-2, 1e-2)
+    assert default_tolerances(np.int64) == (0.0, 0.0)
+    assert default_tolerances(np.uint8) == (0.0, 0.0)
+    assert default_tolerances(np.bool_) == (0.0, 0.0)
+
+
+def test_fp16_pair_differing_by_1e_4_passes_at_default_tolerances(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", TensorProto.FLOAT16, 0)
+    b = offset_model(tmp_path / "b.onnx", TensorProto.FLOAT16, 1e-4)
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.zeros([4, 3], np.float16))
+    result = verify_models(a, b, inputs_npz=npz)
+    assert result.ok
+    assert result.outputs[0].max_abs == float(np.float16(1e-4))
+    assert (result.outputs[0].dtype, result.outputs[0].rtol, result.outputs[0].atol) == ("float16", 1e-2, 1e-3)
+    assert verify_models(a, b).ok  # and on random inputs
+
+
+def test_fp32_pair_differing_by_1e_3_fails_by_default_and_passes_with_given_tolerances(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    b = offset_model(tmp_path / "b.onnx", FLOAT, 1e-3)
+    assert not verify_models(a, b).ok
+    assert verify_models(a, b, atol=2e-3).ok
+    result = verify_models(a, b, rtol=0.0, atol=2e-3)
+    assert result.ok
+    assert (result.outputs[0].rtol, result.outputs[0].atol) == (0.0, 2e-3)
+    assert result.outputs[0].max_abs == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_bfloat16_inputs_and_outputs_cross_into_onnxruntime(tmp_path):
+    def model(path, scale):
+        bf16 = TensorProto.BFLOAT16
+        return save_model(path, [
+            helper.make_node("Cast", ["x"], ["xf"], to=FLOAT),
+            helper.make_node("Mul", ["xf", "s"], ["yf"]),
+            helper.make_node("Cast", ["yf"], ["y"], to=bf16),
+        ], [tensor("x", bf16, [2, 8])], [tensor("y", bf16, [2, 8])],
+            [numpy_helper.from_array(np.array([scale], np.float32), "s")])
+
+    a, b, c = model(tmp_path / "a.onnx", 1.0), model(tmp_path / "b.onnx", 1.0), model(tmp_path / "c.onnx", 2.0)
+    same = verify_models(a, b)
+    assert same.ok and same.max_abs == 0.0
+    assert (same.outputs[0].dtype, same.outputs[0].rtol) == ("bfloat16", 5e-2)
+    x = make_inputs(session(a), {}, seed=0, batch=0)["x"]
+    assert x.dtype == ml_dtypes.bfloat16
+    differ = verify_models(a, c, batches=1)
+    assert not differ.ok
+    assert differ.max_abs == float(np.abs(x.astype(np.float64)).max())  # 2x - x, exact in bfloat16
+
+
+def test_output_shape_change_is_a_failure_not_a_crash(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    b = save_model(tmp_path / "b.onnx", [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                   [tensor("x", FLOAT, [4, 3])], [tensor("y", FLOAT, [3, 4])],
+                   [numpy_helper.from_array(np.array([3, 4], np.int64), "shape")])
+    result = verify_models(a, b)
+    assert not result.ok
+    assert (result.outputs[0].max_abs, result.outputs[0].note) == (float("inf"), "shape (4, 3) vs (3, 4)")
+    assert result.render().splitlines()[0] == (
+        "y  max abs inf  max rel inf  FAIL (rtol 1e-04, atol 1e-05): shape (4, 3) vs (3, 4)")
+
+
+def test_compare_output_nan_and_inf():
+    nan, inf = float("nan"), float("inf")
+    ref = np.array([1.0, nan, inf, -inf], np.float32)
+    same = compare_output("y", ref, ref.copy())
+    assert (same.ok, same.max_abs, same.max_rel) == (True, 0.0, 0.0)
+    one_sided = compare_output("y", ref, np.array([1.0, 0.0, inf, -inf], np.float32))
+    assert (one_sided.ok, one_sided.max_abs, one_sided.max_rel) == (False, inf, inf)
+    sign = compare_output("y", ref, np.array([1.0, nan, -inf, -inf], np.float32))
+    assert (sign.ok, sign.max_abs) == (False, inf)
+    near_zero = compare_output("y", np.array([0.0, 2.0]), np.array([1e-9, 2.0]))
+    assert near_zero.ok  # within atol 1e-8 of fp64
+    assert near_zero.max_rel == 1e-9 / np.finfo(np.float64).tiny
+    dtype_change = compare_output("y", np.ones(3, np.float32), np.ones(3, np.float16))
+    assert (dtype_change.ok, dtype_change.max_abs, dtype_change.note) == (False, 0.0, "dtype float32 vs float16")
+    assert compare_output("y", np.zeros(0, np.float32), np.zeros(0, np.float32)).ok
+
+
+def test_verify_result_properties_without_outputs():
+    empty = VerifyResult([], 3)
+    assert empty.ok and empty.max_abs == 0.0
+    bad = VerifyResult([OutputDiff("a", "float32", 0.5, 1.0, 1e-4, 1e-5, False),
+                        OutputDiff("b", "float32", 2.0, 1.0, 1e-4, 1e-5, True)], 1)
+    assert not bad.ok and bad.max_abs == 2.0
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+
+def test_different_input_names_are_an_input_error(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    b = save_model(tmp_path / "b.onnx", [helper.make_node("Identity", ["z"], ["y"])],
+                   [tensor("z", FLOAT, [4, 3])], [tensor("y", FLOAT, [4, 3])])
+    with pytest.raises(InputError) as info:
+        verify_models(a, b)
+    assert str(info.value) == "the models have different inputs: only in a.onnx: x; only in b.onnx: z"
+
+
+def test_different_output_names_are_an_input_error(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    b = save_model(tmp_path / "b.onnx", [helper.make_node("Identity", ["x"], ["out"])],
+                   [tensor("x", FLOAT, [4, 3])], [tensor("out", FLOAT, [4, 3])])
+    with pytest.raises(InputError, match="^the models have different outputs: only in a.onnx: y; only in b.onnx: out$"):
+        verify_models(a, b)
+
+
+def test_different_input_types_are_an_input_error(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    b = offset_model(tmp_path / "b.onnx", TensorProto.FLOAT16, 0)
+    with pytest.raises(InputError, match=r"^input 'x' is tensor\(float\) in a.onnx but tensor\(float16\) in b.onnx$"):
+        verify_models(a, b)
+
+
+def test_custom_op_is_runtime_unavailable_in_one_line(tmp_path):
+    a = custom_op_model(tmp_path / "custom.onnx")
+    with pytest.raises(RuntimeUnavailable) as info:
+        verify_models(a, a)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("onnxruntime cannot run custom.onnx: ")
+    assert "com.example:Foo" in message
+    assert message.endswith("; pass --no-verify to skip verification")
+    assert isinstance(info.value, BnfoldError) and info.value.exit_code == 2
+
+
+def test_op_without_cpu_kernel_is_runtime_unavailable(tmp_path):
+    bf16 = TensorProto.BFLOAT16
+    path = save_model(tmp_path / "bfconv.onnx", [helper.make_node("Conv", ["x", "w"], ["y"])],
+                      [tensor("x", bf16, [1, 1, 3, 3])], [tensor("y", bf16, [1, 1, 3, 3])],
+                      [helper.make_tensor("w", bf16, [1, 1, 1, 1], [1.0])])
+    with pytest.raises(RuntimeUnavailable, match=r"^onnxruntime cannot run bfconv.onnx: [^\n]+--no-verify"):
+        verify_models(path, path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a model"])
+def test_file_that_is_not_a_model_is_an_input_error(tmp_path, content):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(content)
+    good = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    with pytest.raises(InputError, match="^junk.onnx is not an ONNX model$"):
+        verify_models(good, junk)
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        verify_models(tmp_path / "nope.onnx", tmp_path / "nope.onnx")
+
+
+def test_npz_without_an_input_is_an_input_error(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    npz = tmp_path / "in.npz"
+    np.savez(npz, other=np.zeros([4, 3], np.float32))
+    with pytest.raises(InputError) as info:
+        verify_models(a, a, inputs_npz=npz)
+    assert str(info.value) == "in.npz has no array named 'x' (it has: other)"
+
+
+def test_npz_arrays_are_cast_to_the_input_type_within_their_kind(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    npz = tmp_path / "in.npz"
+    np.savez(npz, x=np.ones([4, 3], np.float64))
+    assert verify_models(a, a, inputs_npz=npz).ok
+    np.savez(npz, x=np.ones([4, 2], np.float32))
+    with pytest.raises(InputError, match="^onnxruntime rejected the inputs of a.onnx: "):
+        verify_models(a, a, inputs_npz=npz)
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_cli_verify_ok(tmp_path):
+    a = two_output_model(tmp_path / "a.onnx")
+    result = run_cli("verify", a, two_output_model(tmp_path / "b.onnx"))
+    assert result.exit_code == 0, result.output
+    assert "verified: max abs error 0.0e+00 over 3 batches" in result.stdout
+
+
+def test_cli_verify_mismatch_exits_1(tmp_path):
+    result = run_cli("verify", two_output_model(tmp_path / "a.onnx"), two_output_model(tmp_path / "b.onnx", w=3.0))
+    assert result.exit_code == 1
+    assert "MISMATCH: 1 of 2 outputs differ" in result.stdout
+
+
+def test_cli_verify_nonexistent_path_exits_2(tmp_path):
+    result = run_cli("verify", two_output_model(tmp_path / "a.onnx"), tmp_path / "missing.onnx")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_cli_verify_custom_op_exits_2_with_one_line(tmp_path):
+    a = custom_op_model(tmp_path / "custom.onnx")
+    result = run_cli("verify", a, a)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: onnxruntime cannot run custom.onnx: ")
+    assert "--no-verify" in lines[0]
+
+
+def test_cli_verify_shape_option(tmp_path):
+    ref = shape_model(tmp_path / "shape.onnx")
+    cand = shape_model(tmp_path / "4x3.onnx", [4, 3])
+    assert run_cli("verify", ref, cand, "--shape", "x=4x3").exit_code == 0
+    assert run_cli("verify", ref, cand).exit_code == 1
+    bad = run_cli("verify", ref, cand, "--shape", "bad")
+    assert bad.exit_code == 2
+    assert "Traceback" not in bad.output
+
+
+def test_cli_verify_tolerance_and_inputs_options(tmp_path):
+    a = offset_model(tmp_path / "a.onnx", FLOAT, 0)
+    b = offset_model(tmp_path / "b.onnx", FLOAT, 1e-3)
+    assert run_cli("verify", a, b).exit_code == 1
+    assert run_cli("verify", a, b, "--rtol", "0", "--atol", "2e-3").exit_code == 0
+    npz = tmp_path / "in.npz"
+    np.savez(npz, x=np.zeros([4, 3], np.float32))
+    result = run_cli("verify", a, a, "--inputs", npz)
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[-1] == "verified: max abs error 0.0e+00 over 1 batch"
+
+
+def test_help_does_not_import_onnxruntime_or_onnx_ir():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from bnfold.cli import cli\n"
+        "result = CliRunner().invoke(cli, ['--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "sub = CliRunner().invoke(cli, ['verify', '--help'])\n"
+        "assert sub.exit_code == 0, sub.output\n"
+        "print('onnxruntime' in sys.modules, 'onnx_ir' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False False"
