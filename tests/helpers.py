@@ -332,7 +332,8 @@ def assert_fold_equal(proto: onnx.ModelProto, feeds: dict[str, np.ndarray] | Seq
 
     assert proto == original, "fold_copy mutated the caller's proto"
     assert count_op(folded, "BatchNormalization") == bn_left, (
-        f"{count_op(folded, 'BatchNormalization')} BatchNormalization left, expected {bn_left}")
+        f"{count_op(folded, 'BatchNormalization')} BatchNormalization left, expected {bn_left}; "
+        f"decisions: {result.decisions}")
     onnx.checker.check_model(folded, full_check=True)
 
     # Interface: real inputs, outputs (names, order, elem types), opset, ir_version.
@@ -365,7 +366,7 @@ def assert_fold_refused(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], no
     assert d.outcome == SKIPPED, f"{node}: expected skip ({reason}), got {d}"
     assert d.reason == reason, f"{node}: reason {d.reason!r}, expected {reason!r} ({d})"
     expected_bn = count_op(proto, "BatchNormalization") if bn_left is None else bn_left
-    assert count_op(folded, "BatchNormalization") == expected_bn
+    assert count_op(folded, "BatchNormalization") == expected_bn, result.decisions
     onnx.checker.check_model(folded, full_check=True)
     assert _io_signature(folded.graph.output) == _io_signature(proto.graph.output)
     assert real_inputs(folded.graph) == real_inputs(proto.graph)

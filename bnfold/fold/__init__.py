@@ -19,7 +19,9 @@ __all__ = ["Decision", "FoldResult", "analyze_model", "fold_model"]
 
 def _analyze(model: ir.Model, strict_inputs: bool) -> tuple[list[GraphAnalysis], ShapeOracle]:
     consts, shapes = ConstantResolver(), ShapeOracle(model)
-    analyses = [analyze_graph(graph, consts, shapes, strict_inputs) for graph in model.graphs()]
+    # Decisions name the subgraph they are in; the main graph is the unnamed default.
+    analyses = [analyze_graph(graph, "" if graph is model.graph else (graph.name or "subgraph"), consts, shapes,
+                              strict_inputs) for graph in model.graphs()]
     return analyses, shapes
 
 
@@ -38,10 +40,11 @@ def fold_model(model: ir.Model, *, strict_inputs: bool = False) -> FoldResult:
     """Fold every foldable BatchNormalization / affine op in `model` (in place) and say what happened."""
     before = _count_nodes(model)
     analyses, shapes = _analyze(model, strict_inputs)
+    # Shapes inferred for the analysis go before rewriting: values the rewrite moves keep their own info.
+    shapes.restore()
     rewriter = Rewriter(Names(model))
     for analysis in analyses:
         rewriter.apply(analysis)
-    shapes.restore()
     return FoldResult(
         decisions=[d for a in analyses for d in a.decisions],
         nodes_before=before,

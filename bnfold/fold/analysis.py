@@ -50,8 +50,10 @@ class GraphAnalysis:
 
 
 class _Analyzer:
-    def __init__(self, graph: ir.Graph, consts: ConstantResolver, shapes: ShapeOracle, strict_inputs: bool):
+    def __init__(self, graph: ir.Graph, label: str, consts: ConstantResolver, shapes: ShapeOracle,
+                 strict_inputs: bool):
         self.graph = graph
+        self.label = label
         self.consts = consts
         self.shapes = shapes
         self.strict_inputs = strict_inputs
@@ -62,7 +64,7 @@ class _Analyzer:
     def partner(self, node: ir.Node) -> Partner:
         key = id(node)
         if key not in self.out.partners:
-            partner = make_partner(node, self.consts)
+            partner = make_partner(node, self.consts, self.shapes.rank)
             if partner.overridable and self.strict_inputs:
                 raise Refusal(R.OVERRIDABLE_PARAMETERS,
                               f"the weights of {node.op_type} '{node_label(node)}' are also graph inputs")
@@ -230,7 +232,7 @@ class _Analyzer:
             partner_op=None if partner is None else partner.op,
             reason=None if refusal is None else refusal.reason,
             detail=_describe(outcome, direction, partner) if refusal is None else refusal.detail,
-            graph=self.graph.name or "", overridable=affine.overridable or bool(partner and partner.overridable),
+            graph=self.label, overridable=affine.overridable or bool(partner and partner.overridable),
         ))
 
     # -- the graph -------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ class _Analyzer:
             except Refusal as refusal:
                 self.out.decisions.append(R.Decision(
                     node=node_label(node), op_type=node.op_type, outcome=R.SKIPPED, reason=refusal.reason,
-                    detail=refusal.detail, graph=self.graph.name or ""))
+                    detail=refusal.detail, graph=self.label))
                 continue
             if affine is not None:
                 affines[id(node)] = affine
@@ -306,6 +308,6 @@ def _describe(outcome: str, direction: str | None, partner: Partner | None) -> s
     return f"{outcome} {direction} into {partner.op} '{node_label(partner.node)}'"
 
 
-def analyze_graph(graph: ir.Graph, consts: ConstantResolver, shapes: ShapeOracle,
+def analyze_graph(graph: ir.Graph, label: str, consts: ConstantResolver, shapes: ShapeOracle,
                   strict_inputs: bool) -> GraphAnalysis:
-    return _Analyzer(graph, consts, shapes, strict_inputs).run()
+    return _Analyzer(graph, label, consts, shapes, strict_inputs).run()

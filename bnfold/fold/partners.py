@@ -11,6 +11,7 @@ forward into a Conv and another BN backward into the same Conv), each applied to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -44,6 +45,8 @@ class Partner:
     bias: np.ndarray | None
     dtype: ir.DataType
     overridable: bool
+    # MatMul only: the rank of its data input and of its output (its channels are the last axis).
+    ranks: tuple[int | None, int | None] = (None, None)
     touched: bool = False
     overflow_detail: str = ""
     original: tuple = field(default=(), repr=False)
@@ -64,7 +67,7 @@ class Partner:
             return Layout(w.ndim, 1, w.shape[1] * self.group)
         if self.op == "Gemm":
             return Layout(2, 1, w.shape[0] if _attr(self.node, "transB", 0) else w.shape[1])
-        rank = _rank(self.node.inputs[0]) or _rank(self.node.outputs[0])
+        rank = self.ranks[1]
         return Layout(rank, -1 if rank is None else rank - 1, w.shape[1])
 
     def input_layout(self) -> Layout:
@@ -76,7 +79,7 @@ class Partner:
                 raise Refusal(R.CHANNEL_AXIS_MISMATCH, "Gemm with transA=1 reads its features from axis 0")
             return Layout(2, 1, w.shape[1] if _attr(self.node, "transB", 0) else w.shape[0])
         if self.op == "MatMul":
-            rank = _rank(self.node.inputs[0])
+            rank = self.ranks[0]
             return Layout(rank, -1 if rank is None else rank - 1, w.shape[0])
         raise Refusal(R.UNSUPPORTED_PARTNER,
                       f"{self.op} spreads each input over a position-dependent number of outputs")
@@ -149,11 +152,7 @@ def ml_finfo(dtype: ir.DataType):
     return np.finfo(dtype.numpy())
 
 
-def _rank(value: ir.Value | None) -> int | None:
-    return None if value is None or value.shape is None else len(value.shape)
-
-
-def make_partner(node: ir.Node, consts: ConstantResolver) -> Partner:
+def make_partner(node: ir.Node, consts: ConstantResolver, rank_of: Callable[[ir.Value], int | None]) -> Partner:
     """The node as a fold partner, or a Refusal saying why its weights cannot be rewritten."""
     op = node.op_type
     if node.domain not in ("", "ai.onnx") or op not in LINEAR_OPS:
@@ -163,7 +162,7 @@ def make_partner(node: ir.Node, consts: ConstantResolver) -> Partner:
         raise Refusal(R.NON_CONSTANT_PARAMETERS, f"the weight of {op} '{node.name}' is computed at run time")
     if op in ("MatMul", "Gemm") and weight.array.ndim != 2:
         raise Refusal(R.UNSUPPORTED_PARTNER, f"{op} '{node.name}' has a {weight.array.ndim}-D weight")
-    dtype = node.inputs[1].dtype
+    dtype = ir.DataType.from_numpy(weight.array.dtype)
     if dtype not in FLOAT_TYPES:
         raise Refusal(R.UNSUPPORTED_DTYPE, f"{op} '{node.name}' has {dtype} weights")
     overridable = weight.overridable
@@ -176,6 +175,7 @@ def make_partner(node: ir.Node, consts: ConstantResolver) -> Partner:
         bias = b.array.astype(np.float64)
         if op == "Gemm":
             bias = bias * float(_attr(node, "beta", 1.0))
-    partner = Partner(node, weight.array.astype(np.float64), bias, dtype, overridable)
+    ranks = (rank_of(node.inputs[0]), rank_of(node.outputs[0])) if op == "MatMul" else (None, None)
+    partner = Partner(node, weight.array.astype(np.float64), bias, dtype, overridable, ranks)
     partner.original = partner.snapshot()
     return partner

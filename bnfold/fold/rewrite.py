@@ -56,7 +56,8 @@ class Rewriter:
         if partner.bias is None:
             return
         if partner.op == "MatMul":
-            self._add_bias_after(node, partner.bias.astype(dtype.numpy()), dtype)
+            if partner.bias.any():
+                self._add_bias_after(node, partner.bias.astype(dtype.numpy()), dtype)
             return
         self._set_constant(node, 2, partner.bias, dtype)
         if partner.op == "Gemm":
@@ -68,7 +69,8 @@ class Rewriter:
         if (old is not None and old.is_initializer() and not old.is_graph_input() and not old.is_graph_output()
                 and len(old.uses()) == 1 and old.graph is node.graph):
             old.const_value = ir.Tensor(tensor_array, dtype=dtype, name=old.name)
-            old.shape = ir.Shape(tensor_array.shape)
+            if old.shape is not None:
+                old.shape = ir.Shape(tensor_array.shape)
             return
         base = old.name if old is not None and old.name else f"{node.name or node.op_type}.{index}"
         name = self.names.fresh(base)
@@ -95,9 +97,10 @@ class Rewriter:
         node.graph.insert_after(node, add)
         for use in uses:
             use.node.replace_input_with(use.idx, added)
-        _rename_graph_output(out, added)
-        if not added.name:
-            added.name = self.names.fresh(f"{out.name}.biased")
+        if out.is_graph_output():
+            _rename_graph_output(out, added, self.names.fresh(out.name))
+        else:
+            added.name = self.names.fresh(out.name or "MatMul")
 
     def _drop_dead(self) -> None:
         work = self._maybe_dead
@@ -125,17 +128,17 @@ def _take_over(old: ir.Value, new: ir.Value) -> None:
     """Make `new` stand where `old` was: its uses and, keeping the name, its place in the graph outputs."""
     for use in list(old.uses()):
         use.node.replace_input_with(use.idx, new)
-    _rename_graph_output(old, new)
+    if old.is_graph_output():
+        _rename_graph_output(old, new, None)
 
 
-def _rename_graph_output(old: ir.Value, new: ir.Value) -> None:
-    graph = old.graph
-    if not old.is_graph_output() or graph is None:
-        return
+def _rename_graph_output(old: ir.Value, new: ir.Value, old_new_name: str | None) -> None:
+    """Put `new` in `old`'s graph-output slot under `old`'s name (graph output names are the interface)."""
     name = old.name
-    outputs = graph.outputs
+    outputs = old.graph.outputs
     for i, value in enumerate(outputs):
         if value is old:
             outputs[i] = new
-    old.name = None
+    old.name = old_new_name
     new.name = name
+    new.type, new.shape = old.type, old.shape

@@ -16,6 +16,13 @@ class ShapeOracle:
             self._infer()
         return tuple(int(d) for d in value.shape) if _is_static(value.shape) else None
 
+    def rank(self, value: ir.Value | None) -> int | None:
+        if value is None:
+            return None
+        if value.shape is None and self._added is None:
+            self._infer()
+        return None if value.shape is None else len(value.shape)
+
     def _infer(self) -> None:
         from onnx_ir.passes.common import ShapeInferencePass
 
@@ -36,5 +43,7 @@ def _is_static(shape: ir.Shape | None) -> bool:
 
 def _values(model: ir.Model):
     for graph in model.graphs():
+        yield from graph.inputs
+        yield from graph.initializers.values()
         for node in graph:
             yield from node.outputs

@@ -1,0 +1,72 @@
+"""`bnfold fold`: load, fold, stage the result beside OUT, verify it against IN, then move it into place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bnfold.errors import OutputError
+from bnfold.fold.result import FOLDED
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _plan_lines(result) -> list[str]:
+    lines = []
+    for d in result.decisions:
+        where = f"[{d.graph}] " if d.graph else ""
+        if d.outcome == FOLDED:
+            lines.append(f"  {where}{d.op_type} '{d.node}': {d.detail}")
+        else:
+            lines.append(f"  {where}{d.op_type} '{d.node}': skipped ({d.reason}): {d.detail}")
+    return lines
+
+
+def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
+             strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
+             seed: int, rtol: float | None, atol: float | None) -> bool:
+    """Returns False when verification failed (exit 1); raises BnfoldError for user errors (exit 2)."""
+    from bnfold import io
+    from bnfold.fold import fold_model
+
+    if not dry_run and _same_file(model_in, model_out) and not in_place:
+        raise OutputError(f"{model_out} is the input model; pass --in-place to overwrite it")
+    model = io.load_model(model_in)
+    external = io.has_external_data(model)
+    result = fold_model(model, strict_inputs=strict_inputs)
+    echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
+    if dry_run or result.folded:
+        for line in _plan_lines(result):
+            echo(line)
+    echo(result.summary())
+    if result.removed_inputs:
+        echo(f"removed {len(result.removed_inputs)} initializer graph inputs that only fed folded ops")
+    report = result.to_json()
+    report.update({"input": str(model_in), "output": None if dry_run else str(model_out)})
+    ok = True
+    if not dry_run:
+        staged = io.StagedModel(model, model_out, external_data=external)
+        try:
+            if verify and result.folded:
+                from bnfold.verify import verify_models
+
+                check = verify_models(model_in, staged.path, shapes=shapes, inputs_npz=inputs_npz,
+                                      batches=batches, seed=seed, rtol=rtol, atol=atol)
+                report["verify"] = {"ok": check.ok, "batches": check.batches,
+                                    "outputs": [vars(o) for o in check.outputs]}
+                echo(check.render())
+                ok = check.ok
+            if ok or force:
+                staged.commit()
+                echo(f"wrote {model_out}" + ("" if ok else " (verification FAILED, written because of --force)"))
+            else:
+                echo(f"verification failed: {model_out} not written (--force writes it anyway)")
+        finally:
+            staged.discard()
+    if report_path is not None:
+        io.write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
+    return ok

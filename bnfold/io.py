@@ -1,0 +1,117 @@
+"""Load and save ONNX models safely: clear errors for bad input, atomic writes, layout kept.
+
+A model whose weights live in external data is written with external data again (the data file named
+after the output), and a single-file model stays a single file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from bnfold.errors import InputError, OutputError
+
+
+def _tensors(proto: onnx.ModelProto):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(proto)
+
+
+def _check_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
+    """The external data files the model reads, each confined to the model's folder."""
+    folder = path.parent.resolve()
+    files = []
+    for tensor in _tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or os.path.isabs(location) or not target.is_relative_to(folder):
+            raise InputError(f"{path}: tensor '{tensor.name}' points at external data outside the model's "
+                             f"folder ({location!r}); refusing to read it")
+        if not target.is_file():
+            raise InputError(f"{path}: external data file {location!r} of tensor '{tensor.name}' is missing")
+        files.append(target)
+    return files
+
+
+def read_proto(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
+    """The ModelProto without its external data loaded, and the external data files it uses."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types for a corrupt file
+        raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    if not proto.HasField("graph"):
+        raise InputError(f"{path}: not an ONNX model (no graph)")
+    return proto, _check_external_data(proto, path)
+
+
+def load_model(path: Path):
+    """The model as an onnx_ir.Model; external data is memory-mapped, not read."""
+    import onnx_ir as ir
+
+    proto, _ = read_proto(path)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot be read as an ONNX graph: {str(exc).splitlines()[0]}") from None
+    ir.external_data.set_base_dir(model.graph, str(path.parent))
+    return model
+
+
+def has_external_data(model) -> bool:
+    import onnx_ir as ir
+
+    return any(isinstance(v.const_value, ir.ExternalTensor)
+               for g in model.graphs() for v in g.initializers.values())
+
+
+class StagedModel:
+    """A model written beside its destination, moved into place by commit() or deleted by discard()."""
+
+    def __init__(self, model, destination: Path, *, external_data: bool) -> None:
+        import onnx_ir as ir
+
+        self.destination = destination
+        folder = destination.parent
+        if not folder.is_dir():
+            raise OutputError(f"{destination}: folder {folder} does not exist")
+        self._dir = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=folder))
+        self.path = self._dir / destination.name
+        self.data_name = f"{destination.name}.data" if external_data else None
+        try:
+            if external_data:
+                ir.save(model, self.path, external_data=self.data_name)
+            else:
+                onnx.save(ir.to_proto(model), str(self.path))
+        except Exception:
+            self.discard()
+            raise
+
+    def commit(self) -> None:
+        # Data first: a reader that sees the new model file must find the data it points at.
+        if self.data_name and (self._dir / self.data_name).exists():
+            os.replace(self._dir / self.data_name, self.destination.parent / self.data_name)
+        os.replace(self.path, self.destination)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

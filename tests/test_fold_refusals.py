@@ -1,0 +1,321 @@
+"""Cases the fold must refuse: the exact reason code, BN (or the affine op) still present, outputs unchanged.
+
+Every model is checked (onnx.checker, full) and run in onnxruntime before folding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import (
+    FLOAT,
+    FLOAT16,
+    GraphBuilder,
+    assert_fold_refused,
+    assert_outputs_close,
+    bn_stats,
+    check_reference,
+    decision,
+    fold_copy,
+    make_rng,
+    ort_run,
+    weights,
+)
+
+from bnfold.fold.result import (
+    CHANNEL_AXIS_MISMATCH,
+    DEGENERATE_STATISTICS,
+    FOLDED,
+    GRAPH_OUTPUT,
+    NO_LINEAR_NEIGHBOUR,
+    NON_CONSTANT_PARAMETERS,
+    NON_POSITIVE_SCALE,
+    NONLINEARITY_BETWEEN,
+    OVERFLOW,
+    OVERRIDABLE_PARAMETERS,
+    PADDING_FORWARD,
+    SHARED_OUTPUT,
+    SKIPPED,
+    TRAINING_MODE,
+    UNSUPPORTED_PARTNER,
+)
+
+C = 4
+
+
+def _x(gb, shape=(2, 3, 6, 6), elem=FLOAT):
+    return gb.input("X", elem, list(shape))
+
+
+def _conv(gb, x, rng, *, cin=3, cout=C, name="conv", out="conv_out", w_dtype=np.float32, **attrs):
+    attrs.setdefault("kernel_shape", [3, 3])
+    return gb.node("Conv", [x, gb.init(f"{name}_W", weights(rng, [cout, cin, *attrs["kernel_shape"]], w_dtype))],
+                   out, name=name, **attrs)
+
+
+def _feeds(shape=(2, 3, 6, 6), seed=100, dtype=np.float32):
+    return {"X": make_rng(seed).normal(0, 1, shape).astype(dtype)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training mode
+
+
+def test_training_mode_attribute():
+    rng = make_rng(20)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng)
+    stats = bn_stats(rng, C)
+    params = [gb.init(f"bn_{k}", stats[k]) for k in ("scale", "bias", "mean", "var")]
+    gb.node("BatchNormalization", [y, *params], ["Y", "running_mean", "running_var"], name="bn", training_mode=1)
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    assert_fold_refused(gb.model(opset=15), _feeds(), "bn", TRAINING_MODE)
+
+
+def test_opset9_running_mean_output_used():
+    rng = make_rng(21)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng)
+    stats = bn_stats(rng, C)
+    params = [gb.init(f"bn_{k}", stats[k]) for k in ("scale", "bias", "mean", "var")]
+    outs = ["Y", "running_mean", "running_var", "saved_mean", "saved_var"]
+    gb.node("BatchNormalization", [y, *params], outs, name="bn")
+    for name in outs[2:]:
+        gb.vinfo(name, FLOAT, [C])
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    gb.output("running_mean", FLOAT, [C])
+    assert_fold_refused(gb.model(opset=9), _feeds(), "bn", TRAINING_MODE)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parameters that are not constants
+
+
+def test_bn_scale_is_graph_input():
+    rng = make_rng(22)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng)
+    stats = bn_stats(rng, C)
+    scale = gb.input("bn_scale", FLOAT, [C])
+    params = [scale] + [gb.init(f"bn_{k}", stats[k]) for k in ("bias", "mean", "var")]
+    gb.node("BatchNormalization", [y, *params], "Y", name="bn")
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    feeds = {**_feeds(), "bn_scale": stats["scale"]}
+    assert_fold_refused(gb.model(), feeds, "bn", NON_CONSTANT_PARAMETERS)
+
+
+def test_bn_mean_from_random_normal():
+    rng = make_rng(23)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng)
+    stats = bn_stats(rng, C)
+    # Seeded (so the reference is reproducible across sessions) but still not a constant.
+    mean = gb.node("RandomNormal", [], "bn_mean", name="random_mean", shape=[C], mean=0.0, scale=0.5, seed=7.0)
+    params = [gb.init("bn_scale", stats["scale"]), gb.init("bn_bias", stats["bias"]), mean,
+              gb.init("bn_var", stats["var"])]
+    gb.node("BatchNormalization", [y, *params], "Y", name="bn")
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    model, feeds = gb.model(), _feeds()
+    np.testing.assert_array_equal(check_reference(model, feeds)[0], check_reference(model, feeds)[0])
+    assert_fold_refused(model, feeds, "bn", NON_CONSTANT_PARAMETERS)
+
+
+def test_conv_weight_is_graph_input():
+    rng = make_rng(24)
+    gb = GraphBuilder()
+    x = _x(gb)
+    w = gb.input("W", FLOAT, [C, 3, 3, 3])
+    y = gb.node("Conv", [x, w], "conv_out", name="conv", kernel_shape=[3, 3])
+    gb.bn(y, bn_stats(rng, C), out="Y")
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    feeds = {**_feeds(), "W": weights(rng, [C, 3, 3, 3])}
+    assert_fold_refused(gb.model(), feeds, "bn", NON_CONSTANT_PARAMETERS)
+
+
+def test_strict_inputs_refuses_initializer_inputs():
+    rng = make_rng(25)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng)
+    gb.bn(y, bn_stats(rng, C), out="Y")
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    model = gb.model(opset=9, ir_version=4, initializers_as_inputs=True)
+    assert len(model.graph.input) == 6
+    _, result = assert_fold_refused(model, _feeds(), "bn", OVERRIDABLE_PARAMETERS, strict_inputs=True)
+    assert decision(result, "bn").overridable is True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# graph structure
+
+
+def test_conv_output_shared_and_bn_consumer_not_linear():
+    rng = make_rng(26)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng)
+    b = gb.bn(y, bn_stats(rng, C))
+    gb.node("Relu", [b], "Y1", name="relu")
+    gb.node("Sigmoid", [y], "Y2", name="side")
+    gb.output("Y1", FLOAT, [2, C, 4, 4])
+    gb.output("Y2", FLOAT, [2, C, 4, 4])
+    assert_fold_refused(gb.model(), _feeds(), "bn", SHARED_OUTPUT)
+
+
+def test_conv_output_is_graph_output():
+    rng = make_rng(27)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng, out="conv_out")
+    gb.bn(y, bn_stats(rng, C), out="Y")
+    gb.output("conv_out", FLOAT, [2, C, 4, 4])
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    assert_fold_refused(gb.model(), _feeds(), "bn", GRAPH_OUTPUT)
+
+
+def test_nonlinearity_between():
+    rng = make_rng(28)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng)
+    y = gb.node("Relu", [y], "relu1_out", name="relu1")
+    y = gb.bn(y, bn_stats(rng, C))
+    gb.node("Relu", [y], "Y", name="relu2")
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    assert_fold_refused(gb.model(), _feeds(), "bn", NONLINEARITY_BETWEEN)
+
+
+def test_no_linear_neighbour():
+    rng = make_rng(29)
+    gb = GraphBuilder()
+    y = gb.bn(_x(gb, (2, C, 5, 5)), bn_stats(rng, C))
+    gb.node("Relu", [y], "Y", name="relu")
+    gb.output("Y", FLOAT, [2, C, 5, 5])
+    assert_fold_refused(gb.model(), _feeds((2, C, 5, 5)), "bn", NO_LINEAR_NEIGHBOUR)
+
+
+@pytest.mark.parametrize("padding", [dict(pads=[1, 1, 1, 1]), dict(auto_pad="SAME_UPPER")],
+                         ids=["pads1", "auto_pad-SAME_UPPER"])
+def test_forward_into_padded_conv(padding):
+    rng = make_rng(30)
+    gb = GraphBuilder()
+    y = gb.node("Relu", [_x(gb, (2, C, 6, 6))], "relu_out", name="relu")
+    y = gb.bn(y, bn_stats(rng, C))
+    _conv(gb, y, rng, cin=C, cout=5, out="Y", **padding)
+    gb.output("Y", FLOAT, [2, 5, 6, 6])
+    assert_fold_refused(gb.model(), _feeds((2, C, 6, 6)), "bn", PADDING_FORWARD)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# channel axis
+
+
+def test_mul_by_C_vector_broadcasts_over_width():
+    """Conv output [1,C,H,W] with W == C: a [C] constant scales the width, not the channels."""
+    rng = make_rng(31)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb, (1, 3, 6, 6)), rng, cout=C)  # -> [1, 4, 4, 4]
+    gb.node("Mul", [y, gb.init("mul_k", rng.uniform(0.5, 1.5, C).astype(np.float32))], "Y", name="mul")
+    gb.output("Y", FLOAT, [1, C, 4, 4])
+    assert_fold_refused(gb.model(), _feeds((1, 3, 6, 6)), "mul", CHANNEL_AXIS_MISMATCH)
+
+
+@pytest.mark.parametrize("seq_len", [3, 4], ids=["L3-ne-N4", "L4-eq-N4"])
+def test_matmul_rank3_bn_channel_axis(seq_len):
+    """[B,L,K] @ [K,N] -> BN: BN's channel axis 1 is L, the MatMul features are N."""
+    rng = make_rng(32)
+    n = 4
+    gb = GraphBuilder()
+    x = _x(gb, (2, seq_len, 5))
+    y = gb.node("MatMul", [x, gb.init("W", weights(rng, [5, n], fan_in=5))], "mm_out", name="matmul")
+    gb.bn(y, bn_stats(rng, seq_len), out="Y")
+    gb.output("Y", FLOAT, [2, seq_len, n])
+    assert_fold_refused(gb.model(), _feeds((2, seq_len, 5)), "bn", CHANNEL_AXIS_MISMATCH)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# forward partners
+
+
+@pytest.mark.parametrize("gamma", [-0.7, 0.0], ids=["negative-gamma", "zero-gamma"])
+def test_non_positive_scale_through_maxpool(gamma):
+    rng = make_rng(33)
+    gb = GraphBuilder()
+    y = gb.node("Relu", [_x(gb, (2, C, 8, 8))], "relu_out", name="relu")
+    stats = bn_stats(rng, C)
+    stats["scale"][1] = gamma
+    y = gb.bn(y, stats)
+    y = gb.node("MaxPool", [y], "pool_out", name="maxpool", kernel_shape=[2, 2], strides=[2, 2])
+    _conv(gb, y, rng, cin=C, cout=5, out="Y")
+    gb.output("Y", FLOAT, [2, 5, 2, 2])
+    assert_fold_refused(gb.model(), _feeds((2, C, 8, 8)), "bn", NON_POSITIVE_SCALE)
+
+
+def test_forward_into_convtranspose_unsupported():
+    rng = make_rng(34)
+    gb = GraphBuilder()
+    y = gb.node("Relu", [_x(gb, (2, C, 5, 5))], "relu_out", name="relu")
+    y = gb.bn(y, bn_stats(rng, C))
+    gb.node("ConvTranspose", [y, gb.init("W", weights(rng, [C, 3, 3, 3]))], "Y", name="convt",
+            kernel_shape=[3, 3], strides=[2, 2])
+    gb.output("Y", FLOAT, [2, 3, 11, 11])
+    assert_fold_refused(gb.model(), _feeds((2, C, 5, 5)), "bn", UNSUPPORTED_PARTNER)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# numbers
+
+
+DEGENERATE = {
+    "negative-variance": ("var", 1, -1.0),
+    "nan-gamma": ("scale", 0, np.nan),
+    "inf-beta": ("bias", 2, np.inf),
+}
+
+
+@pytest.mark.parametrize("where", DEGENERATE.values(), ids=DEGENERATE.keys())
+def test_degenerate_statistics(where):
+    key, idx, value = where
+    rng = make_rng(35)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng)
+    stats = bn_stats(rng, C)
+    stats[key][idx] = value
+    gb.bn(y, stats, out="Y")
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    assert_fold_refused(gb.model(), _feeds(), "bn", DEGENERATE_STATISTICS)
+
+
+def test_fp16_weight_overflow():
+    """gamma=1e4, var=1e-8: |scale| ~ 3e6, so an fp16 weight of ~0.3 folds to ~1e6 > 65504."""
+    rng = make_rng(36)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb, elem=FLOAT16), rng, w_dtype=np.float16)
+    stats = bn_stats(rng, C)
+    stats["scale"][:] = 1e4
+    stats["var"][:] = 1e-8
+    gb.bn(y, stats, out="Y")
+    gb.output("Y", FLOAT16, [2, C, 4, 4])
+    model = gb.model(opset=15)
+    w = next(i for i in model.graph.initializer if i.name == "conv_W")
+    assert w.data_type == FLOAT16
+    assert_fold_refused(model, _feeds(dtype=np.float16), "bn", OVERFLOW)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a refusal does not stop the other BNs
+
+
+def test_refusal_is_per_node():
+    rng = make_rng(37)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb), rng, name="conv1", cout=C)
+    y = gb.bn(y, bn_stats(rng, C), name="bn1")
+    y = gb.node("Relu", [y], "relu_out", name="relu")
+    y = gb.bn(y, bn_stats(rng, C), name="bn2")
+    gb.node("Sigmoid", [y], "Y", name="sigmoid")
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    model, feeds = gb.model(), _feeds()
+    ref = check_reference(model, feeds)
+    folded, result = fold_copy(model)
+    assert decision(result, "bn1").outcome == FOLDED
+    d2 = decision(result, "bn2")
+    assert (d2.outcome, d2.reason) == (SKIPPED, NONLINEARITY_BETWEEN)
+    assert [n.name for n in folded.graph.node if n.op_type == "BatchNormalization"] == ["bn2"]
+    assert_outputs_close(ref, ort_run(folded, feeds))
