@@ -303,19 +303,23 @@ def test_fp16_weight_overflow():
 
 
 def test_refusal_is_per_node():
+    """Conv1 -> BN1 -> Relu -> Conv2 -> Relu -> BN2 -> Relu: BN1 folds, BN2 is refused, outputs unchanged."""
     rng = make_rng(37)
     gb = GraphBuilder()
-    y = _conv(gb, _x(gb), rng, name="conv1", cout=C)
+    y = _conv(gb, _x(gb, (2, 3, 8, 8)), rng, name="conv1", out="conv1_out", cout=C)
     y = gb.bn(y, bn_stats(rng, C), name="bn1")
-    y = gb.node("Relu", [y], "relu_out", name="relu")
+    y = gb.node("Relu", [y], "relu1_out", name="relu1")
+    y = _conv(gb, y, rng, name="conv2", out="conv2_out", cin=C, cout=C)
+    y = gb.node("Relu", [y], "relu2_out", name="relu2")
     y = gb.bn(y, bn_stats(rng, C), name="bn2")
-    gb.node("Sigmoid", [y], "Y", name="sigmoid")
+    gb.node("Relu", [y], "Y", name="relu3")
     gb.output("Y", FLOAT, [2, C, 4, 4])
-    model, feeds = gb.model(), _feeds()
+    model, feeds = gb.model(), _feeds((2, 3, 8, 8))
     ref = check_reference(model, feeds)
     folded, result = fold_copy(model)
-    assert decision(result, "bn1").outcome == FOLDED
+    d1 = decision(result, "bn1")
+    assert (d1.outcome, d1.partner) == (FOLDED, "conv1"), d1
     d2 = decision(result, "bn2")
-    assert (d2.outcome, d2.reason) == (SKIPPED, NONLINEARITY_BETWEEN)
+    assert (d2.outcome, d2.reason) == (SKIPPED, NONLINEARITY_BETWEEN), d2
     assert [n.name for n in folded.graph.node if n.op_type == "BatchNormalization"] == ["bn2"]
     assert_outputs_close(ref, ort_run(folded, feeds))

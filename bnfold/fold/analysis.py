@@ -95,8 +95,9 @@ class _Analyzer:
             onward = [] if producer is None else [v.producer() for v in producer.inputs if v is not None]
             return 0, None, self.no_partner(producer, [n for n in onward if n is not None])
         try:
-            if producer.outputs[0] is not head.data:
-                raise Refusal(R.UNSUPPORTED_PARTNER)
+            if producer.outputs[0] is not head.data or producer.graph is not self.graph:
+                raise Refusal(R.UNSUPPORTED_PARTNER, f"{producer.op_type} '{node_label(producer)}' is in another "
+                              "graph or produces it as a secondary output")
             self.single_consumer(head.data)
             partner = self.partner(producer)
             layout = partner.output_layout()
@@ -134,6 +135,8 @@ class _Analyzer:
         if consumer.inputs[0] is not value:
             raise Refusal(R.UNSUPPORTED_PARTNER,
                           f"it feeds the weight input of {consumer.op_type} '{node_label(consumer)}'")
+        if consumer.graph is not self.graph:
+            raise Refusal(R.UNSUPPORTED_PARTNER, f"{consumer.op_type} '{node_label(consumer)}' is in a subgraph")
         partner = self.partner(consumer)
         partner.check_forward()
         layout = partner.input_layout()
@@ -248,12 +251,15 @@ class _Analyzer:
             except Refusal as refusal:
                 self.out.decisions.append(R.Decision(
                     node=node_label(node), op_type=node.op_type, outcome=R.SKIPPED, reason=refusal.reason,
-                    detail=refusal.detail, graph=self.label))
+                    detail=refusal.detail, graph=self.label,
+                    overridable=refusal.reason == R.OVERRIDABLE_PARAMETERS))
                 continue
             if affine is not None:
                 affines[id(node)] = affine
         for chain in _chains(self.graph, affines):
             self.chain(chain)
+        order = {node_label(node): i for i, node in enumerate(self.graph)}
+        self.out.decisions.sort(key=lambda d: order.get(d.node, len(order)))
         return self.out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
@@ -141,15 +142,11 @@ class Partner:
         self.touched = True
 
     def overflow(self) -> str | None:
-        limit = float(ml_finfo(self.dtype).max)
+        limit = float(ml_dtypes.finfo(self.dtype.numpy()).max)
         for name, arr in (("weight", self.weight), ("bias", self.bias)):
             if arr is not None and not (np.abs(arr) <= limit).all():
                 return f"the folded {name} of '{self.node.name}' exceeds the {self.dtype.name} range ({limit:g})"
         return None
-
-
-def ml_finfo(dtype: ir.DataType):
-    return np.finfo(dtype.numpy())
 
 
 def make_partner(node: ir.Node, consts: ConstantResolver, rank_of: Callable[[ir.Value], int | None]) -> Partner:
