@@ -24,7 +24,6 @@ _ORT_ELEMENT_NAMES = {"float": "float32", "double": "float64"}
 _RANDOM_TYPES = {"float16", "float32", "float64", "bfloat16", "bool",
                  "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
-_NO_VERIFY = "pass --no-verify to skip verification"
 
 
 @dataclass
@@ -172,7 +171,7 @@ def _session(path: Path):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise RuntimeUnavailable(f"onnxruntime is not installed; {_NO_VERIFY}") from None
+        raise RuntimeUnavailable("onnxruntime is not installed") from None
     options = ort.SessionOptions()
     # the default level fuses Conv+BN itself, which would make comparing a folded model circular
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -183,7 +182,7 @@ def _session(path: Path):
     except Exception as exc:
         if not _has_graph(path):
             raise InputError(f"{path.name} is not an ONNX model") from exc
-        raise RuntimeUnavailable(f"onnxruntime cannot run {path.name}: {_first_line(exc)}; {_NO_VERIFY}") from exc
+        raise RuntimeUnavailable(f"onnxruntime cannot run {path.name}: {_first_line(exc)}") from exc
 
 
 def _has_graph(path: Path) -> bool:
@@ -273,7 +272,7 @@ def _run(session, feeds: dict[str, np.ndarray], path: Path) -> list:
         if type(exc).__name__ == "InvalidArgument":
             raise InputError(f"onnxruntime rejected the inputs of {path.name}: {_first_line(exc)}") from exc
         raise RuntimeUnavailable(f"onnxruntime failed to run {path.name}: {_first_line(exc)}; "
-                                 f"check --shape/--inputs, or {_NO_VERIFY}") from exc
+                                 "check --shape/--inputs") from exc
 
 
 def _run_bfloat16(session, feeds: dict[str, np.ndarray]) -> list:

@@ -50,14 +50,15 @@ CONV_CASES = {
     "conv1d": dict(dims=1),
     "conv1d-nobias": dict(dims=1, bias=False),
     "conv2d": dict(dims=2),
+    "conv2d-eps1e-3": dict(dims=2, epsilon=1e-3),
     "conv2d-nobias": dict(dims=2, bias=False),
-    "conv3d": dict(dims=3, size=5),
+    "conv3d": dict(dims=3, size=5, epsilon=1e-3),
     "conv3d-nobias": dict(dims=3, size=5, bias=False),
     "conv2d-1x1": dict(kernel=1),
-    "group2": dict(cin=4, cout=6, group=2),
+    "group2": dict(cin=4, cout=6, group=2, epsilon=1e-3),
     "group2-nobias": dict(cin=4, cout=6, group=2, bias=False),
     "group4": dict(cin=8, cout=8, group=4),
-    "depthwise": dict(cin=6, cout=6, group=6),
+    "depthwise": dict(cin=6, cout=6, group=6, epsilon=1e-3),
     "depthwise-multiplier2": dict(cin=4, cout=8, group=4),
     "stride2-dilation2-pad1": dict(stride=2, dilation=2, pad=1, size=9),
     "asymmetric-pads": dict(pad=[0, 1, 2, 0]),
@@ -75,9 +76,9 @@ def test_conv_bn_backward(kwargs):
 CONVT_CASES = {
     "bias-group1": dict(cin=4, cout=6, group=1),
     "nobias-group1": dict(cin=4, cout=6, group=1, bias=False),
-    "bias-group2": dict(cin=4, cout=6, group=2),
+    "bias-group2": dict(cin=4, cout=6, group=2, epsilon=1e-3),
     "nobias-group2": dict(cin=4, cout=6, group=2, bias=False),
-    "stride2": dict(cin=3, cout=5, stride=2),
+    "stride2": dict(cin=3, cout=5, stride=2, epsilon=1e-3),
     "stride2-group2-pad1-outpad1": dict(cin=4, cout=6, group=2, stride=2, pad=1, output_padding=1),
     "conv1d-transpose": dict(dims=1, cin=4, cout=6, group=2, stride=2),
     "depthwise": dict(cin=4, cout=4, group=4, stride=2),
@@ -99,7 +100,8 @@ def test_convtranspose_bn_backward(kwargs):
 @pytest.mark.parametrize("trans_b", [0, 1], ids=["transB0", "transB1"])
 @pytest.mark.parametrize("trans_a", [0, 1], ids=["transA0", "transA1"])
 def test_gemm_bn_backward(trans_a, trans_b, c_shape):
-    model, feeds = gemm_bn_model(trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=2.0, c_shape=c_shape)
+    model, feeds = gemm_bn_model(trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=2.0, c_shape=c_shape,
+                                 epsilon=1e-3)
     _, result = assert_fold_equal(model, feeds)
     assert_folded(result, "bn", direction=BACKWARD, partner="gemm", partner_op="Gemm")
 
@@ -112,7 +114,7 @@ def test_gemm_bn_backward_default_attributes():
 
 MATMUL_CASES = {
     "no-add": dict(add=False),
-    "add": dict(add=True),
+    "add": dict(add=True, epsilon=1e-3),
     "add-bias-first": dict(add=True, bias_first=True),
 }
 
@@ -234,7 +236,7 @@ def test_gemm_relu_bn_gemm_forward(trans_b, has_c):
     h = gb.node("Gemm", [x, gb.init("W1", weights(rng, [5, 6], fan_in=5)),
                          gb.init("C1", rng.normal(0, 0.1, 6).astype(np.float32))], "h", name="gemm1")
     h = gb.node("Relu", [h], "h_relu", name="relu")
-    h = gb.bn(h, bn_stats(rng, 6))
+    h = gb.bn(h, bn_stats(rng, 6), epsilon=1e-3)
     ins = [h, gb.init("W2", weights(rng, [4, 6] if trans_b else [6, 4], fan_in=6))]
     if has_c:
         ins.append(gb.init("C2", rng.normal(0, 0.1, 4).astype(np.float32)))
@@ -274,7 +276,7 @@ def test_relu_bn_conv_forward(kwargs):
     gb = GraphBuilder()
     x = gb.input("X", FLOAT, [2, 4, 7, 7])
     h = gb.node("Relu", [x], "h", name="relu")
-    h = gb.bn(h, bn_stats(rng, 4))
+    h = gb.bn(h, bn_stats(rng, 4), epsilon=1e-3)
     ins = [h, gb.init("W", weights(rng, [cout, 4 // group, k, k]))]
     if kwargs.get("bias", True):
         ins.append(gb.init("B", rng.normal(0, 0.1, cout).astype(np.float32)))
@@ -296,7 +298,7 @@ def test_relu_bn_flatten_gemm_forward(reshape, trans_b):
     gb = GraphBuilder()
     x = gb.input("X", FLOAT, [1, c, 4, 4])
     h = gb.node("Relu", [x], "h", name="relu")
-    h = gb.bn(h, bn_stats(rng, c))
+    h = gb.bn(h, bn_stats(rng, c), epsilon=1e-3)
     if reshape == "flatten":
         h = gb.node("Flatten", [h], "flat", name="flatten", axis=1)
     else:
@@ -315,7 +317,7 @@ def test_relu_bn_maxpool_conv_forward():
     h = gb.node("Relu", [x], "h", name="relu")
     stats = bn_stats(rng, 4)
     assert (stats["scale"] > 0).all()
-    h = gb.bn(h, stats)
+    h = gb.bn(h, stats, epsilon=1e-3)
     h = gb.node("MaxPool", [h], "pooled", name="maxpool", kernel_shape=[2, 2], strides=[2, 2])
     gb.node("Conv", [h, gb.init("W", weights(rng, [5, 4, 3, 3])), gb.init("B", np.zeros(5, np.float32))],
             "Y", name="conv", kernel_shape=[3, 3])

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
-from bnfold.errors import OutputError
+from bnfold.errors import OutputError, RuntimeUnavailable
 from bnfold.fold.result import FOLDED
 
 
@@ -35,10 +36,14 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
 
     if not dry_run and _same_file(model_in, model_out) and not in_place:
         raise OutputError(f"{model_out} is the input model; pass --in-place to overwrite it")
+    echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
+    # Progress only for a person watching: CI logs and pipes get the summary alone.
+    progress = echo if sys.stderr.isatty() else (lambda text: None)
+    progress(f"loading {model_in}")
     model = io.load_model(model_in)
     external = io.has_external_data(model)
+    progress("folding")
     result = fold_model(model, strict_inputs=strict_inputs)
-    echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
     if dry_run or result.folded:
         for line in _plan_lines(result):
             echo(line)
@@ -49,13 +54,18 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
     report.update({"input": str(model_in), "output": None if dry_run else str(model_out)})
     ok = True
     if not dry_run:
+        progress(f"writing {model_out}")
         staged = io.StagedModel(model, model_out, external_data=external)
         try:
             if verify and result.folded:
                 from bnfold.verify import verify_models
 
-                check = verify_models(model_in, staged.path, shapes=shapes, inputs_npz=inputs_npz,
-                                      batches=batches, seed=seed, rtol=rtol, atol=atol)
+                progress(f"verifying with onnxruntime ({batches} batches)")
+                try:
+                    check = verify_models(model_in, staged.path, shapes=shapes, inputs_npz=inputs_npz,
+                                          batches=batches, seed=seed, rtol=rtol, atol=atol)
+                except RuntimeUnavailable as exc:
+                    raise RuntimeUnavailable(f"{exc}; pass --no-verify to skip verification") from exc
                 report["verify"] = {"ok": check.ok, "batches": check.batches,
                                     "outputs": [vars(o) for o in check.outputs]}
                 echo(check.render())
