@@ -17,7 +17,6 @@ from helpers import (
     FLOAT,
     FLOAT16,
     GEMM_C_SHAPES,
-    INT64,
     GraphBuilder,
     analyze_copy,
     assert_fold_equal,
@@ -38,7 +37,7 @@ from helpers import (
     ort_run,
     weights,
 )
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from bnfold.fold.result import BACKWARD, FORWARD
 
@@ -132,10 +131,11 @@ def test_matmul_bn_backward(kwargs):
 # backward through / of decomposed affine ops
 
 
-def _conv_chain(ops, *, conv_bias=True, c=4, seed=1, bn_where=None):
-    """X[2,3,6,6] -> Conv(c, 3x3) ("conv") -> ops... -> Y.
+def _conv_chain(ops, *, conv_bias=True, c=4, seed=1):
+    """X[2,3,6,6] -> Conv(c, 3x3) ("conv") -> ops... -> Y[2,c,4,4].
 
-    `ops` is a list of (op_type, node_name, const_shape) with op_type in Mul/Add/Sub/Div/BN.
+    `ops` is a list of (op_type, node_name, const_shape[, "const-first"]) with op_type in
+    Mul/Add/Sub/Div/BN; "const-first" puts the constant as the first operand.
     """
     rng = make_rng(seed)
     gb = GraphBuilder()
@@ -144,19 +144,19 @@ def _conv_chain(ops, *, conv_bias=True, c=4, seed=1, bn_where=None):
     if conv_bias:
         ins.append(gb.init("B", rng.normal(0, 0.1, c).astype(np.float32)))
     y = gb.node("Conv", ins, "conv_out", name="conv", kernel_shape=[3, 3])
-    for i, (op, name, shape) in enumerate(ops):
+    for i, (op, name, shape, *flags) in enumerate(ops):
         out = "Y" if i == len(ops) - 1 else f"{name}_out"
         if op == "BN":
             y = gb.bn(y, bn_stats(rng, c), name=name, out=out)
             continue
         if op == "Div":
-            const = rng.uniform(0.5, 2.0, c)
+            const = rng.uniform(0.5, 2.0, shape)
         elif op == "Mul":
-            const = rng.uniform(0.5, 1.5, c)
+            const = rng.uniform(0.5, 1.5, shape)
         else:
-            const = rng.normal(0.0, 0.5, c)
-        k = gb.init(f"{name}_k", const.astype(np.float32).reshape(shape))
-        y = gb.node(op, [y, k], out, name=name)
+            const = rng.normal(0.0, 0.5, shape)
+        k = gb.init(f"{name}_k", np.asarray(const, np.float32))
+        y = gb.node(op, [k, y] if "const-first" in flags else [y, k], out, name=name)
     gb.output("Y", FLOAT, [2, c, 4, 4])
     return gb.model(), {"X": rng.normal(0, 1, [2, 3, 6, 6]).astype(np.float32)}
 
@@ -195,6 +195,7 @@ AFFINE_CHAINS = {
     "div[C,1,1]": [("Div", "div", [4, 1, 1])],
     "sub-div": [("Sub", "sub", [1, 4, 1, 1]), ("Div", "div", [1, 4, 1, 1])],
     "bn-mul-add": [("BN", "bn", None), ("Mul", "mul", [1, 4, 1, 1]), ("Add", "add", [1, 4, 1, 1])],
+    "const-first-mul-add": [("Mul", "mul", [4, 1, 1], "const-first"), ("Add", "add", [1, 4, 1, 1], "const-first")],
 }
 
 
@@ -202,7 +203,7 @@ AFFINE_CHAINS = {
 def test_conv_decomposed_affine_backward(chain):
     model, feeds = _conv_chain(chain)
     folded, result = assert_fold_equal(model, feeds)
-    for op, name, _ in chain:
+    for op, name, *_ in chain:
         assert_folded(result, name, direction=BACKWARD, partner="conv", partner_op="Conv",
                       op_type="BatchNormalization" if op == "BN" else op)
     assert [n.op_type for n in folded.graph.node] == ["Conv"]
@@ -547,12 +548,15 @@ def test_no_dead_initializers_and_bn_params_gone():
     assert len(folded.graph.initializer) == 2  # folded W and B
 
 
-def test_bn_param_value_info_is_not_left_stale():
-    """A model carrying value_info for the intermediate Conv/BN outputs still passes the full check."""
+def test_stale_value_info_is_dropped():
+    """A model carrying value_info for the Conv output (gone after the fold) still passes the full check."""
     model, feeds = conv_bn_model()
     inferred = onnx.shape_inference.infer_shapes(model)
     assert any(vi.name == "lin_out" for vi in inferred.graph.value_info)
-    assert_fold_equal(inferred, feeds)
+    folded, _ = assert_fold_equal(inferred, feeds)
+    produced = ({o for n in folded.graph.node for o in n.output} | {i.name for i in folded.graph.input}
+                | initializer_names(folded.graph))
+    assert {vi.name for vi in folded.graph.value_info} <= produced
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -570,7 +574,10 @@ def test_analyze_model_matches_fold_and_does_not_mutate():
     decisions = analyze_model(irm, strict_inputs=False)
     assert ir.to_proto(irm).SerializeToString() == before
     _, result = assert_fold_equal(model, feeds)
-    summarize = lambda ds: sorted((d.node, d.op_type, d.outcome, d.direction, d.partner, d.reason) for d in ds)
+
+    def summarize(ds):
+        return sorted((d.node, d.op_type, d.outcome, d.direction, d.partner, d.reason) for d in ds)
+
     assert summarize(decisions) == summarize(result.decisions)
     assert {d.node for d in analyze_copy(model)} == {"bn", "mul", "add"}
     assert decision(decisions, "bn").partner == "conv"

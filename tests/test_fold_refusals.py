@@ -229,6 +229,33 @@ def test_matmul_rank3_bn_channel_axis(seq_len):
     assert_fold_refused(gb.model(), _feeds((2, seq_len, 5)), "bn", CHANNEL_AXIS_MISMATCH)
 
 
+NOT_PER_CHANNEL_AFFINE = {
+    "add-spatially-varying-1xCxHxW": ("Add", [1, C, 4, 4], False),
+    "mul-by-HxW": ("Mul", [4, 4], False),
+    "div-constant-by-output": ("Div", [1, C, 1, 1], True),  # k / y is not affine in y
+    "sub-by-1x1xHx1": ("Sub", [1, 1, 4, 1], False),
+}
+
+
+@pytest.mark.parametrize("case", NOT_PER_CHANNEL_AFFINE.values(), ids=NOT_PER_CHANNEL_AFFINE.keys())
+def test_not_a_per_channel_affine_is_not_folded(case):
+    """Conv -> op(constant) where the constant varies over space, or the op is not affine in the Conv output."""
+    op, shape, const_first = case
+    rng = make_rng(38)
+    gb = GraphBuilder()
+    y = _conv(gb, _x(gb, (2, 3, 6, 6)), rng, cout=C)  # -> [2, 4, 4, 4]
+    k = gb.init("k", rng.uniform(0.5, 1.5, shape).astype(np.float32))
+    gb.node(op, [k, y] if const_first else [y, k], "Y", name="affine")
+    gb.output("Y", FLOAT, [2, C, 4, 4])
+    model, feeds = gb.model(), _feeds()
+    ref = check_reference(model, feeds)
+    folded, result = fold_copy(model)
+    hits = [d for d in result.decisions if d.node == "affine"]
+    assert all(d.outcome == SKIPPED for d in hits), hits
+    assert [n.op_type for n in folded.graph.node] == ["Conv", op]
+    assert_outputs_close(ref, ort_run(folded, feeds), rtol=1e-6, atol=1e-7)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # forward partners
 

@@ -1,0 +1,553 @@
+"""`bnfold fold IN OUT` end to end: exit codes, messages, what is (and is not) written, and the JSON report.
+
+Models are the shipped samples (copied into tmp_path when a test may write next to them) or small models
+built here with onnx.helper. Every comparison runs real onnxruntime with graph optimizations disabled:
+at the default level onnxruntime folds Conv+BN itself, which would make a before/after check circular.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+import bnfold
+from bnfold.cli import cli
+from bnfold.errors import BnfoldError
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+RESNET = SAMPLES / "resnet_block.onnx"
+FP16 = SAMPLES / "fp16_conv_bn.onnx"
+TRAINING = SAMPLES / "training_mode_bn.onnx"
+
+RESNET_PAIRS = {"bn1": "conv1", "bn2": "conv2", "bn3": "conv3", "bn4": "conv4", "bn_down": "conv_down"}
+BNFOLD_SCRIPT = Path(sys.executable).with_name("bnfold")
+SUBPROCESS_ENV = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+
+
+# --------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def stderr_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def session(model: Path | onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def run_model(model: Path | onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return session(model).run(None, feeds)
+
+
+def assert_same_outputs(before: Path, after: Path, feeds: dict[str, np.ndarray], rtol=1e-4, atol=1e-5):
+    ref, got = run_model(before, feeds), run_model(after, feeds)
+    assert len(ref) == len(got)
+    for r, g in zip(ref, got):
+        assert r.shape == g.shape and r.dtype == g.dtype
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=atol)
+
+
+def op_types(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def node_names(path: Path) -> set[str]:
+    return {n.name for n in onnx.load(str(path)).graph.node}
+
+
+def resnet_feeds(batch: int = 2) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(7).standard_normal((batch, 16, 32, 32)).astype(np.float32)}
+
+
+def conv_bn_model(*, tail: str = "relu", ir_version: int = 8, opset: int = 17,
+                  initializers_as_inputs: bool = False, seed: int = 0) -> onnx.ModelProto:
+    """x[1,3,8,8] -> conv1 (3x3, pad 1) -> bn1 -> relu1 (or a com.example custom op 'custom1') -> y."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 4).astype(np.float32), "s"),
+        numpy_helper.from_array(rng.normal(0.0, 0.1, 4).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.normal(0.0, 0.5, 4).astype(np.float32), "m"),
+        numpy_helper.from_array(rng.uniform(0.5, 2.0, 4).astype(np.float32), "v"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"], name="bn1"),
+    ]
+    opsets = [helper.make_opsetid("", opset)]
+    if tail == "custom":
+        nodes.append(helper.make_node("MyOp", ["n"], ["y"], name="custom1", domain="com.example"))
+        opsets.append(helper.make_opsetid("com.example", 1))
+    else:
+        nodes.append(helper.make_node("Relu", ["n"], ["y"], name="relu1"))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    if initializers_as_inputs:
+        inputs += [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)) for t in inits]
+    graph = helper.make_graph(nodes, "conv_bn", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
+
+
+def small_feeds() -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# the happy path
+
+
+def test_fold_resnet_block(tmp_path):
+    out = tmp_path / "out.onnx"
+    result = invoke("fold", RESNET, out)
+
+    assert result.exit_code == 0, result.output
+    assert "folded 5/5 BatchNormalization" in result.stderr
+    assert "verified:" in result.stderr
+    assert f"wrote {out}" in result.stderr
+    assert out.is_file()
+    assert "BatchNormalization" not in op_types(out)
+    # the partner Convs keep their names; the graph keeps its input and output names
+    assert set(RESNET_PAIRS.values()) <= node_names(out)
+    folded = onnx.load(str(out))
+    original = onnx.load(str(RESNET))
+    assert [i.name for i in folded.graph.input] == [i.name for i in original.graph.input] == ["x"]
+    assert [o.name for o in folded.graph.output] == [o.name for o in original.graph.output] == ["y"]
+    onnx.checker.check_model(folded, full_check=True)
+    assert_same_outputs(RESNET, out, resnet_feeds())
+    assert sorted(os.listdir(tmp_path)) == ["out.onnx"]
+
+
+def test_fold_prints_a_plan_line_per_bn(tmp_path):
+    result = invoke("fold", RESNET, tmp_path / "out.onnx")
+    assert result.exit_code == 0, result.output
+    for bn, conv in RESNET_PAIRS.items():
+        assert f"BatchNormalization '{bn}': folded backward into Conv '{conv}'" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------------------
+# never overwrite the input unless told
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot-slash", "absolute", "symlink"])
+def test_out_equal_to_in_is_refused_without_in_place(tmp_path, monkeypatch, spelling):
+    model = tmp_path / "in.onnx"
+    shutil.copy(RESNET, model)
+    original = model.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    out = {"same": "in.onnx", "dot-slash": "./in.onnx", "absolute": str(model), "symlink": "link.onnx"}[spelling]
+    if spelling == "symlink":
+        (tmp_path / "link.onnx").symlink_to(model)
+
+    result = invoke("fold", "in.onnx", out)
+
+    assert result.exit_code == 2, result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and "--in-place" in lines[0]
+    assert "Traceback" not in result.output
+    assert model.read_bytes() == original
+    expected = ["in.onnx", "link.onnx"] if spelling == "symlink" else ["in.onnx"]
+    assert sorted(os.listdir(tmp_path)) == expected
+
+
+@pytest.mark.parametrize("with_out", [False, True], ids=["OUT-omitted", "OUT-is-IN"])
+def test_in_place_overwrites_input(tmp_path, with_out):
+    model = tmp_path / "in.onnx"
+    shutil.copy(RESNET, model)
+    feeds = resnet_feeds()
+    expected = run_model(RESNET, feeds)
+
+    args = ["fold", model, "--in-place"] + ([model] if with_out else [])
+    result = invoke(*args)
+
+    assert result.exit_code == 0, result.output
+    assert "folded 5/5 BatchNormalization" in result.stderr
+    assert model.read_bytes() != RESNET.read_bytes()
+    assert "BatchNormalization" not in op_types(model)
+    for want, got in zip(expected, run_model(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
+
+
+def test_missing_out_without_in_place_is_a_usage_error(tmp_path):
+    model = tmp_path / "in.onnx"
+    shutil.copy(RESNET, model)
+    result = invoke("fold", model)
+    assert result.exit_code == 2, result.output
+    assert "--in-place" in result.stderr
+    assert "Traceback" not in result.output
+    assert model.read_bytes() == RESNET.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# --dry-run and --report
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    model = tmp_path / "in.onnx"
+    shutil.copy(RESNET, model)
+    out = tmp_path / "out.onnx"
+
+    result = invoke("fold", model, out, "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    plan = [line for line in stderr_lines(result) if "BatchNormalization '" in line]
+    assert len(plan) == 5
+    for bn, conv in RESNET_PAIRS.items():
+        assert f"  BatchNormalization '{bn}': folded backward into Conv '{conv}'" in plan
+    assert "folded 5/5 BatchNormalization" in result.stderr
+    assert "verified:" not in result.stderr and "wrote" not in result.stderr
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
+    assert model.read_bytes() == RESNET.read_bytes()
+
+
+def test_dry_run_without_out(tmp_path):
+    model = tmp_path / "in.onnx"
+    shutil.copy(RESNET, model)
+    result = invoke("fold", model, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "BatchNormalization 'bn_down': folded backward into Conv 'conv_down'" in result.stderr
+    assert model.read_bytes() == RESNET.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
+
+
+def test_report_lists_every_bn(tmp_path):
+    out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
+    result = invoke("fold", RESNET, out, "--report", report_path)
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["version"] == 1
+    assert report["input"] == str(RESNET) and report["output"] == str(out)
+    assert report["nodes_before"] == 16 and report["nodes_after"] == 11
+    assert report["removed_initializer_inputs"] == []
+    decisions = report["decisions"]
+    assert isinstance(decisions, list) and len(decisions) == 5
+    by_node = {d["node"]: d for d in decisions}
+    assert set(by_node) == set(RESNET_PAIRS)
+    for bn, conv in RESNET_PAIRS.items():
+        d = by_node[bn]
+        assert {k: d[k] for k in ("node", "op_type", "outcome", "direction", "partner", "partner_op", "reason")} == {
+            "node": bn, "op_type": "BatchNormalization", "outcome": "folded", "direction": "backward",
+            "partner": conv, "partner_op": "Conv", "reason": None,
+        }
+    assert report["verify"]["ok"] is True
+    assert [o["name"] for o in report["verify"]["outputs"]] == ["y"]
+
+
+def test_report_training_mode_bn_is_skipped_and_model_still_written(tmp_path):
+    out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
+    result = invoke("fold", TRAINING, out, "--report", report_path)
+
+    assert result.exit_code == 0, result.output
+    assert "folded 0/1 BatchNormalization" in result.stderr
+    assert "1 training-mode" in result.stderr
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["version"] == 1
+    assert len(report["decisions"]) == 1
+    d = report["decisions"][0]
+    assert (d["node"], d["op_type"], d["outcome"], d["direction"], d["partner"], d["reason"]) == (
+        "bn1", "BatchNormalization", "skipped", None, None, "training-mode")
+    assert out.is_file()
+    bns = [n for n in onnx.load(str(out)).graph.node if n.op_type == "BatchNormalization"]
+    assert [n.name for n in bns] == ["bn1"]
+    assert helper.get_attribute_value(next(a for a in bns[0].attribute if a.name == "training_mode")) == 1
+
+
+def test_dry_run_report_has_no_output(tmp_path):
+    report_path = tmp_path / "report.json"
+    result = invoke("fold", RESNET, tmp_path / "out.onnx", "--dry-run", "--report", report_path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["output"] is None
+    assert len(report["decisions"]) == 5
+    assert "verify" not in report
+    assert sorted(os.listdir(tmp_path)) == ["report.json"]
+
+
+def test_report_into_missing_folder_is_a_one_line_error(tmp_path):
+    """A --report path in a folder that does not exist is a user error (exit 2, one line), not a crash."""
+    result = invoke("fold", RESNET, tmp_path / "out.onnx", "--report", tmp_path / "nope" / "report.json")
+    assert "Traceback" not in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2, result.output
+    error_lines = [line for line in stderr_lines(result) if line.startswith("Error")]
+    assert len(error_lines) == 1 and "nope" in error_lines[0]
+
+
+# --------------------------------------------------------------------------------------------------------
+# verification failure
+
+
+def test_verification_failure_writes_nothing(tmp_path):
+    model = tmp_path / "in.onnx"
+    shutil.copy(FP16, model)
+    out = tmp_path / "out.onnx"
+
+    # fp16 weights rounded once after folding change the last bits: exact comparison must fail
+    result = invoke("fold", model, out, "--atol", "0", "--rtol", "0")
+
+    assert result.exit_code == 1, result.output
+    assert "MISMATCH" in result.stderr
+    assert "not written" in result.stderr
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx"]  # no staged temp folder left behind
+    assert model.read_bytes() == FP16.read_bytes()
+
+
+def test_verification_failure_in_place_keeps_input(tmp_path):
+    model = tmp_path / "in.onnx"
+    shutil.copy(FP16, model)
+    result = invoke("fold", model, "--in-place", "--atol", "0", "--rtol", "0")
+    assert result.exit_code == 1, result.output
+    assert model.read_bytes() == FP16.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
+
+
+def test_verification_failure_with_force_writes_and_exits_1(tmp_path):
+    model = tmp_path / "in.onnx"
+    shutil.copy(FP16, model)
+    out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
+
+    result = invoke("fold", model, out, "--atol", "0", "--rtol", "0", "--force", "--report", report_path)
+
+    assert result.exit_code == 1, result.output
+    assert "written because of --force" in result.stderr
+    assert out.is_file()
+    assert "BatchNormalization" not in op_types(out)
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx", "out.onnx", "report.json"]
+    assert json.loads(report_path.read_text(encoding="utf-8"))["verify"]["ok"] is False
+
+
+def test_fp16_sample_verifies_at_default_tolerances(tmp_path):
+    out = tmp_path / "out.onnx"
+    result = invoke("fold", FP16, out)
+    assert result.exit_code == 0, result.output
+    assert "folded 1/1 BatchNormalization" in result.stderr
+    assert "BatchNormalization" not in op_types(out)
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_nonexistent_input(tmp_path):
+    out = tmp_path / "out.onnx"
+    result = invoke("fold", tmp_path / "missing.onnx", out)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content", [b"this is not a model\n", b"", RESNET.read_bytes()[:40000]],
+                         ids=["text", "empty", "truncated"])
+def test_not_a_model_is_a_one_line_error(tmp_path, content):
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(content)
+    out = tmp_path / "out.onnx"
+
+    result = invoke("fold", bad, out)
+
+    assert result.exit_code == 2, result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert "not" in lines[0] and "x.onnx" in lines[0]
+    assert "Traceback" not in result.output
+    assert sorted(os.listdir(tmp_path)) == ["x.onnx"]
+
+
+def test_out_in_missing_folder(tmp_path):
+    out = tmp_path / "nope" / "out.onnx"
+    result = invoke("fold", RESNET, out)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    error_lines = [line for line in stderr_lines(result) if line.startswith("Error")]
+    assert len(error_lines) == 1 and "does not exist" in error_lines[0]
+    assert not (tmp_path / "nope").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    bad = tmp_path / "x.onnx"
+    bad.write_text("this is not a model\n")
+
+    result = invoke("--debug", "fold", bad, tmp_path / "out.onnx")
+    assert isinstance(result.exception, BnfoldError)
+    assert result.exit_code != 0
+
+    proc = subprocess.run([sys.executable, "-m", "bnfold", "--debug", "fold", str(bad), str(tmp_path / "out.onnx")],
+                          capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr
+    assert "InputError" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["x.onnx"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# models onnxruntime cannot run
+
+
+def test_model_onnxruntime_cannot_run(tmp_path):
+    model = tmp_path / "in.onnx"
+    onnx.save(conv_bn_model(tail="custom"), str(model))
+    out = tmp_path / "out.onnx"
+
+    result = invoke("fold", model, out)
+
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    error_lines = [line for line in stderr_lines(result) if line.startswith("Error")]
+    assert len(error_lines) == 1 and "--no-verify" in error_lines[0]
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
+
+
+def test_no_verify_writes_a_model_onnxruntime_cannot_run(tmp_path):
+    model = tmp_path / "in.onnx"
+    onnx.save(conv_bn_model(tail="custom"), str(model))
+    out = tmp_path / "out.onnx"
+
+    result = invoke("fold", model, out, "--no-verify")
+
+    assert result.exit_code == 0, result.output
+    assert "folded 1/1 BatchNormalization" in result.stderr
+    assert "verified:" not in result.stderr
+    folded = onnx.load(str(out))
+    assert [(n.op_type, n.name, n.domain) for n in folded.graph.node] == [
+        ("Conv", "conv1", ""), ("MyOp", "custom1", "com.example")]
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx", "out.onnx"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# initializers that are also graph inputs
+
+
+def test_strict_inputs_refuses_overridable_parameters(tmp_path):
+    model = tmp_path / "in.onnx"
+    onnx.save(conv_bn_model(ir_version=4, opset=9, initializers_as_inputs=True), str(model))
+    out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
+
+    result = invoke("fold", model, out, "--strict-inputs", "--report", report_path)
+
+    assert result.exit_code == 0, result.output
+    assert "1 overridable-parameters" in result.stderr
+    (d,) = json.loads(report_path.read_text(encoding="utf-8"))["decisions"]
+    assert (d["node"], d["outcome"], d["reason"]) == ("bn1", "skipped", "overridable-parameters")
+    folded = onnx.load(str(out))
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "BatchNormalization", "Relu"]
+    assert [i.name for i in folded.graph.input] == ["x", "W", "s", "b", "m", "v"]
+
+
+def test_overridable_parameters_fold_by_default(tmp_path):
+    model = tmp_path / "in.onnx"
+    onnx.save(conv_bn_model(ir_version=4, opset=9, initializers_as_inputs=True), str(model))
+    out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
+
+    result = invoke("fold", model, out, "--report", report_path)
+
+    assert result.exit_code == 0, result.output
+    assert "folded 1/1 BatchNormalization" in result.stderr
+    assert "removed 5 initializer graph inputs" in result.stderr
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert sorted(report["removed_initializer_inputs"]) == ["W", "b", "m", "s", "v"]
+    (d,) = report["decisions"]
+    assert (d["node"], d["outcome"], d["partner"], d["overridable"]) == ("bn1", "folded", "conv1", True)
+    folded = onnx.load(str(out))
+    assert folded.ir_version == 4
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Relu"]
+    assert [i.name for i in folded.graph.input] == ["x"]
+    onnx.checker.check_model(folded, full_check=True)
+    assert_same_outputs(model, out, small_feeds())
+
+
+def test_ir3_model_folds_into_a_valid_ir3_model(tmp_path):
+    """IR 3 requires every initializer to be listed as a graph input; the folded model must still pass
+    onnx.checker (DESIGN: keep ir_version, the result passes the full check)."""
+    source = conv_bn_model(ir_version=3, opset=9, initializers_as_inputs=True)
+    onnx.checker.check_model(source, full_check=True)
+    model = tmp_path / "in.onnx"
+    onnx.save(source, str(model))
+    out = tmp_path / "out.onnx"
+
+    result = invoke("fold", model, out)
+
+    assert result.exit_code == 0, result.output
+    folded = onnx.load(str(out))
+    assert folded.ir_version == 3
+    assert "BatchNormalization" not in [n.op_type for n in folded.graph.node]
+    onnx.checker.check_model(folded, full_check=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# entry points
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"bnfold, version {bnfold.__version__}\n"
+
+
+@pytest.mark.parametrize("command", [[str(BNFOLD_SCRIPT)], [sys.executable, "-m", "bnfold"]],
+                         ids=["console-script", "python-m"])
+def test_version_subprocess(command):
+    proc = subprocess.run(command + ["--version"], capture_output=True, text=True, env=SUBPROCESS_ENV,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"bnfold, version {bnfold.__version__}\n"
+
+
+@pytest.mark.parametrize("command", [[str(BNFOLD_SCRIPT)], [sys.executable, "-m", "bnfold"]],
+                         ids=["console-script", "python-m"])
+def test_fold_subprocess(tmp_path, command):
+    out = tmp_path / "out.onnx"
+    proc = subprocess.run(command + ["fold", str(RESNET), str(out)], capture_output=True, text=True,
+                          env=SUBPROCESS_ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "folded 5/5 BatchNormalization" in proc.stderr
+    assert "verified:" in proc.stderr
+    assert "BatchNormalization" not in op_types(out)
+    assert_same_outputs(RESNET, out, resnet_feeds(batch=1))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fold", "--help"]], ids=["bnfold--help", "fold--help"])
+def test_help_does_not_import_heavy_modules(argv):
+    code = (
+        "import sys\n"
+        f"sys.argv = ['bnfold'] + {argv!r}\n"
+        "from bnfold.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('onnxruntime', 'onnx_ir', 'tensorflow', 'keras'))\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=SUBPROCESS_ENV,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
