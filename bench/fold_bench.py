@@ -526,7 +526,7 @@ def bench_model(path: Path, tools: list[str], skipped: dict, args, workdir: Path
             f"| {tool} | {_fmt(op_s if tool != 'bnfold-cli' else None)} | {_fmt(x_op)} | {_fmt(proc_s)} "
             f"| {_fmt(x_proc)} | {_fmt(peak, '.0f')} | {_fmt(growth, '.0f')} | {_fmt(peak / size_mib if peak else None)} "
             f"| {_fmt(check.bn, 'd')} | {_fmt(check.nodes, 'd')} "
-            f"| {_fmt(check.max_abs, '.2e')} | {status} |")
+            f"| {_err_cell(check, ref) if last.ok and not check.error else '—'} | {status} |")
         raw[tool] = {"runs": [vars(r) for r in runs], "check": vars(check), "op_s_median": op_s,
                      "process_s_median": proc_s, "peak_mib": peak, "growth_mib": growth}
     header = [
@@ -537,8 +537,8 @@ def bench_model(path: Path, tools: list[str], skipped: dict, args, workdir: Path
         f"Times are the median of {repeat} run(s); peak RSS is the largest of them.",
         "",
         "| tool | op s | ×floor (op) | process s | ×floor (process) | peak RSS MiB | RSS growth MiB "
-        "| peak / model size | BN left | nodes after | max abs err | status |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| peak / model size | BN left | nodes after | max abs err (relative) | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     return header + rows, {"model": str(path), "size_mib": size_mib, "bn_before": bn0, "nodes_before": nodes0,
                            "external": external, "reference_error": ref.error, "tools": raw}

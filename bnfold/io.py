@@ -55,15 +55,20 @@ def read_proto(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
 
 def load_model(path: Path):
     """The model as an onnx_ir.Model; external data is memory-mapped, not read."""
+    return load_model_and_data(path)[0]
+
+
+def load_model_and_data(path: Path):
+    """The model, and the external data files it reads."""
     import onnx_ir as ir
 
-    proto, _ = read_proto(path)
+    proto, data_files = read_proto(path)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:
         raise InputError(f"{path}: cannot be read as an ONNX graph: {str(exc).splitlines()[0]}") from None
     ir.external_data.set_base_dir(model.graph, str(path.parent))
-    return model
+    return model, data_files
 
 
 def has_external_data(model) -> bool:
@@ -98,20 +103,48 @@ class StagedModel:
     def commit(self) -> None:
         # Data first: a reader that sees the new model file must find the data it points at.
         if self.data_name and (self._dir / self.data_name).exists():
-            os.replace(self._dir / self.data_name, self.destination.parent / self.data_name)
-        os.replace(self.path, self.destination)
+            _publish(self._dir / self.data_name, self.destination.parent / self.data_name)
+        _publish(self.path, self.destination)
         self.discard()
 
     def discard(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(staged: Path, destination: Path) -> None:
+    """Rename into place with the mode a plainly created file would get (temp files are private)."""
+    os.chmod(staged, 0o666 & ~_umask())
+    os.replace(staged, destination)
+
+
+def check_destination(model_in: Path, external_files: list[Path], model_out: Path, *, in_place: bool) -> None:
+    """Refuse an OUT (or its OUT.data) that would clobber IN or IN's external data."""
+    out, data = model_out.resolve(), model_out.resolve().with_name(f"{model_out.name}.data")
+    inputs = {model_in.resolve(), *external_files}
+    if in_place:
+        inputs.discard(model_in.resolve())
+        inputs.discard(data)
+    for target in (out, data):
+        if target in inputs:
+            raise OutputError(f"writing {model_out} would overwrite {target.name}, which {model_in.name} reads; "
+                              "choose another OUT" + ("" if in_place else " (or pass --in-place)"))
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        _publish(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -12,10 +12,6 @@ from bnfold.errors import OutputError, RuntimeUnavailable
 from bnfold.fold.result import FOLDED
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
-
-
 def _plan_lines(result) -> list[str]:
     lines = []
     for d in result.decisions:
@@ -34,13 +30,16 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
     from bnfold import io
     from bnfold.fold import fold_model
 
-    if not dry_run and _same_file(model_in, model_out) and not in_place:
-        raise OutputError(f"{model_out} is the input model; pass --in-place to overwrite it")
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
     # Progress only for a person watching: CI logs and pipes get the summary alone.
     progress = echo if sys.stderr.isatty() else (lambda text: None)
     progress(f"loading {model_in}")
-    model = io.load_model(model_in)
+    for target in ([] if dry_run else [model_out]) + ([report_path] if report_path else []):
+        if not target.parent.resolve().is_dir():
+            raise OutputError(f"{target}: folder {target.parent} does not exist")
+    model, data_files = io.load_model_and_data(model_in)
+    if not dry_run:
+        io.check_destination(model_in, data_files, model_out, in_place=in_place)
     external = io.has_external_data(model)
     progress("folding")
     result = fold_model(model, strict_inputs=strict_inputs)

@@ -18,7 +18,7 @@ __all__ = ["Decision", "FoldResult", "analyze_model", "fold_model"]
 
 
 def _analyze(model: ir.Model, strict_inputs: bool) -> tuple[list[GraphAnalysis], ShapeOracle]:
-    consts, shapes = ConstantResolver(), ShapeOracle(model)
+    consts, shapes = ConstantResolver(model.ir_version), ShapeOracle(model)
     # Decisions name the subgraph they are in; the main graph is the unnamed default.
     analyses = [analyze_graph(graph, "" if graph is model.graph else (graph.name or "subgraph"), consts, shapes,
                               strict_inputs) for graph in model.graphs()]
@@ -42,7 +42,7 @@ def fold_model(model: ir.Model, *, strict_inputs: bool = False) -> FoldResult:
     analyses, shapes = _analyze(model, strict_inputs)
     # Shapes inferred for the analysis go before rewriting: values the rewrite moves keep their own info.
     shapes.restore()
-    rewriter = Rewriter(Names(model))
+    rewriter = Rewriter(Names(model), model)
     for analysis in analyses:
         rewriter.apply(analysis)
     return FoldResult(

@@ -91,8 +91,10 @@ _EVALUATORS = {
 class ConstantResolver:
     """Evaluates and caches constants; one resolver per analysis run."""
 
-    def __init__(self) -> None:
+    def __init__(self, ir_version: int) -> None:
         self._cache: dict[int, Const | None] = {}
+        # Before IR 4 every initializer had to be listed as an input: that says nothing about intent.
+        self._inputs_override = ir_version >= 4
 
     def resolve(self, value: ir.Value | None) -> Const | None:
         if value is None:
@@ -108,7 +110,7 @@ class ConstantResolver:
 
     def _compute(self, value: ir.Value) -> Const | None:
         if value.const_value is not None:
-            return Const(value.const_value.numpy(), value.is_graph_input())
+            return Const(value.const_value.numpy(), self._inputs_override and value.is_graph_input())
         if value.is_graph_input():
             return None
         node = value.producer()

@@ -28,8 +28,11 @@ class Names:
 
 
 class Rewriter:
-    def __init__(self, names: Names) -> None:
+    def __init__(self, names: Names, model: ir.Model) -> None:
         self.names = names
+        self.main = model.graph
+        # IR < 4: every initializer of the main graph must also be a graph input.
+        self.legacy_inputs = model.ir_version < 4
         self.removed_inputs: list[str] = []
         self._maybe_dead: list[ir.Value] = []
 
@@ -66,29 +69,33 @@ class Rewriter:
     def _set_constant(self, node: ir.Node, index: int, array: np.ndarray, dtype: ir.DataType) -> None:
         tensor_array = array.astype(dtype.numpy())
         old = node.inputs[index] if index < len(node.inputs) else None
-        if (old is not None and old.is_initializer() and not old.is_graph_input() and not old.is_graph_output()
-                and len(old.uses()) == 1 and old.graph is node.graph):
+        if (old is not None and old.is_initializer() and not old.is_graph_output() and len(old.uses()) == 1
+                and old.graph is node.graph and (self.legacy_inputs or not old.is_graph_input())):
             old.const_value = ir.Tensor(tensor_array, dtype=dtype, name=old.name)
             if old.shape is not None:
                 old.shape = ir.Shape(tensor_array.shape)
             return
         base = old.name if old is not None and old.name else f"{node.name or node.op_type}.{index}"
         name = self.names.fresh(base)
-        new = ir.Value(name=name, shape=ir.Shape(tensor_array.shape), type=ir.TensorType(dtype),
-                       const_value=ir.Tensor(tensor_array, dtype=dtype, name=name))
-        node.graph.register_initializer(new)
+        new = self._initializer(node.graph, name, tensor_array, dtype)
         if index >= len(node.inputs):
             node.resize_inputs(index + 1)
         node.replace_input_with(index, new)
         if old is not None:
             self._maybe_dead.append(old)
 
+    def _initializer(self, graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType) -> ir.Value:
+        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
+                         const_value=ir.Tensor(array, dtype=dtype, name=name))
+        graph.register_initializer(value)
+        if self.legacy_inputs and graph is self.main:
+            graph.inputs.append(value)
+        return value
+
     def _add_bias_after(self, node: ir.Node, bias: np.ndarray, dtype: ir.DataType) -> None:
         out = node.outputs[0]
         name = self.names.fresh(f"{node.name or 'MatMul'}.bias")
-        const = ir.Value(name=name, shape=ir.Shape(bias.shape), type=ir.TensorType(dtype),
-                         const_value=ir.Tensor(bias, dtype=dtype, name=name))
-        node.graph.register_initializer(const)
+        const = self._initializer(node.graph, name, bias, dtype)
         uses = list(out.uses())
         add = ir.Node("", "Add", [out, const], name=self.names.fresh(f"{node.name or 'MatMul'}.add"),
                       num_outputs=1)
@@ -112,7 +119,8 @@ class Rewriter:
                 graph = value.graph
                 if value.is_graph_input():
                     graph.inputs.remove(value)
-                    self.removed_inputs.append(value.name)
+                    if not self.legacy_inputs:
+                        self.removed_inputs.append(value.name)
                 graph.initializers.pop(value.name, None)
                 continue
             node = value.producer()
