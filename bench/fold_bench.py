@@ -151,8 +151,8 @@ def worker_main(tool: str, src: str, dst: str, result: str, external: bool) -> N
     t0 = time.perf_counter()
     extra = run(Path(src), Path(dst), external) or {}
     op_s = time.perf_counter() - t0
-    Path(result).write_text(json.dumps({"op_s": op_s, "import_s": import_s,
-                                        "rss_after_imports_mib": rss_after_imports, **extra}))
+    Path(result).write_text(json.dumps({"op_s": op_s, "import_s": import_s, "rss_after_imports_mib":
+                                        rss_after_imports, "vmhwm_mib": _hwm_mib(os.getpid()), **extra}))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -172,26 +172,64 @@ class Run:
     extra: dict = field(default_factory=dict)
 
 
-def _spawn(argv: list[str], timeout: float, log_stem: Path) -> tuple[int | None, float, float, str]:
-    """(exit code or None on timeout, wall s, peak RSS MiB, last stderr line)."""
+def _gnu_time() -> str | None:
+    """/usr/bin/time if it is GNU time (it reports its child's peak RSS with -f %M)."""
+    path = "/usr/bin/time"
+    try:
+        ok = os.access(path, os.X_OK) and subprocess.run([path, "-f", "%M", "-o", os.devnull, "true"],
+                                                         capture_output=True).returncode == 0
+    except OSError:
+        ok = False
+    return path if ok else None
+
+
+GNU_TIME = _gnu_time()
+
+
+def _hwm_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(ln.split()[1]) / 1024 for ln in fh if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def _spawn(argv: list[str], timeout: float, log_stem: Path) -> tuple[int | None, float, float | None, str]:
+    """(exit code or None on timeout, wall s, peak RSS MiB, last stderr line).
+
+    Peak RSS is not os.wait4's ru_maxrss of our own child: Linux carries the parent's RSS high-water mark
+    across fork/vfork + exec into it, and this process holds the model and a reference session. So the
+    tool runs under GNU time (a tiny parent) and its %M is used; without GNU time, VmHWM is polled.
+    """
+    rss_file = Path(f"{log_stem}.rss")
+    rss_file.unlink(missing_ok=True)
+    if GNU_TIME:
+        argv = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv]
+    polled = None
     with open(f"{log_stem}.out", "w") as out, open(f"{log_stem}.err", "w") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
         code = None
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 code = os.waitstatus_to_exitcode(status)
                 break
             if time.perf_counter() - t0 > timeout:
-                os.killpg(proc.pid, signal.SIGKILL)  # the group we started, by its id
-                _, status, usage = os.wait4(proc.pid, 0)
+                os.killpg(proc.pid, signal.SIGKILL)  # the process group we started, by its id
+                os.wait4(proc.pid, 0)
                 break
+            if not GNU_TIME:
+                polled = max(filter(None, [polled, _hwm_mib(proc.pid)]), default=None)
             time.sleep(0.005)
         wall = time.perf_counter() - t0
     proc.returncode = code if code is not None else -9
+    peak = polled
+    if GNU_TIME and rss_file.is_file():
+        numbers = [ln for ln in rss_file.read_text().split() if ln.isdigit()]
+        peak = int(numbers[-1]) / 1024 if numbers else None
     lines = [ln.strip() for ln in Path(f"{log_stem}.err").read_text(errors="replace").splitlines() if ln.strip()]
-    return code, wall, usage.ru_maxrss / 1024, (lines[-1] if lines else "")
+    return code, wall, peak, (lines[-1] if lines else "")
 
 
 def run_tool(tool: str, src: Path, dst: Path, external: bool, timeout: float, logdir: Path) -> Run:
@@ -508,13 +546,14 @@ def bench_model(path: Path, tools: list[str], skipped: dict, args, workdir: Path
         ok_runs = [r for r in runs if r.ok]
         op_s = statistics.median(r.op_s for r in ok_runs) if len(ok_runs) == len(runs) else None
         proc_s = statistics.median(r.process_s for r in ok_runs) if op_s is not None else None
-        peak = max(r.peak_mib for r in runs)
+        peaks = [r.peak_mib for r in runs if r.peak_mib is not None]
+        peak = max(peaks) if peaks else None
         base = last.baseline_mib
         if tool == "io-floor" and op_s is not None:
             floor = (op_s, proc_s)
         x_op = op_s / floor[0] if floor and op_s is not None and tool != "bnfold-cli" else None
         x_proc = proc_s / floor[1] if floor and proc_s is not None else None
-        growth = peak - base if base is not None else None
+        growth = peak - base if base is not None and peak is not None else None
         status = "ok" if last.ok else f"**failed**: {_cell(last.error)}"
         if last.ok and check.error:
             status = f"output: {_cell(check.error)}"
@@ -528,7 +567,9 @@ def bench_model(path: Path, tools: list[str], skipped: dict, args, workdir: Path
             f"| {_fmt(check.bn, 'd')} | {_fmt(check.nodes, 'd')} "
             f"| {_err_cell(check, ref) if last.ok and not check.error else '—'} | {status} |")
         raw[tool] = {"runs": [vars(r) for r in runs], "check": vars(check), "op_s_median": op_s,
-                     "process_s_median": proc_s, "peak_mib": peak, "growth_mib": growth}
+                     "process_s_median": proc_s, "peak_mib": peak, "growth_mib": growth,
+                     "op_s_min": min(r.op_s for r in ok_runs) if op_s is not None else None,
+                     "process_s_min": min(r.process_s for r in ok_runs) if op_s is not None else None}
     header = [
         f"Model `{path.name}`: {size_mib:.1f} MiB{' (external data)' if external else ' (single file)'}, "
         f"{bn0} BatchNormalization, {nodes0} nodes. "
@@ -550,14 +591,17 @@ def budget_lines(raw: dict, huge: bool = False) -> list[str]:
     floor, lib, cli = tools.get("io-floor", {}), tools.get("bnfold-lib", {}), tools.get("bnfold-cli", {})
     if floor.get("op_s_median") and lib.get("op_s_median"):
         ratio = lib["op_s_median"] / floor["op_s_median"]
+        best = lib["op_s_min"] / floor["op_s_min"]
         lines.append(f"- fold time ≤ 1.5 × I/O floor: library {ratio:.2f}× "
-                     f"({lib['op_s_median']:.2f} s vs {floor['op_s_median']:.2f} s) → "
-                     f"{'PASS' if ratio <= 1.5 else 'FAIL'}")
+                     f"(median {lib['op_s_median']:.2f} s vs {floor['op_s_median']:.2f} s) → "
+                     f"{'PASS' if ratio <= 1.5 else 'FAIL'}; fastest runs {best:.2f}× "
+                     f"({lib['op_s_min']:.2f} s vs {floor['op_s_min']:.2f} s)")
     if floor.get("process_s_median") and cli.get("process_s_median"):
         ratio = cli["process_s_median"] / floor["process_s_median"]
+        best = cli["process_s_min"] / floor["process_s_min"]
         lines.append(f"- CLI, whole process vs whole I/O-floor process: {ratio:.2f}× "
-                     f"({cli['process_s_median']:.2f} s vs {floor['process_s_median']:.2f} s) → "
-                     f"{'PASS' if ratio <= 1.5 else 'FAIL'}")
+                     f"(median {cli['process_s_median']:.2f} s vs {floor['process_s_median']:.2f} s) → "
+                     f"{'PASS' if ratio <= 1.5 else 'FAIL'}; fastest runs {best:.2f}×")
     if lib.get("growth_mib") is not None:
         g, p = lib["growth_mib"], lib["peak_mib"]
         lines.append(f"- fold peak memory ≤ 2 × model size ({size:.0f} MiB): library RSS growth {g:.0f} MiB "
@@ -692,7 +736,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out-dir", type=Path, default=HERE / "out")
     parser.add_argument("--corpus", type=Path, default=PROJECT.parent / "shared" / "corpus")
     parser.add_argument("--no-corpus", action="store_true", help="skip the corpus and sample models")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per tool on the synthetic models")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per tool on the synthetic models")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a tool run is killed")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     parser.add_argument("--keep-outputs", action="store_true", help="keep every tool's output model")

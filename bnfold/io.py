@@ -118,8 +118,10 @@ def _umask() -> int:
 
 
 def _publish(staged: Path, destination: Path) -> None:
-    """Rename into place with the mode a plainly created file would get (temp files are private)."""
-    os.chmod(staged, 0o666 & ~_umask())
+    """Rename into place with the mode the file had, or else the one a plainly created file would get
+    (temp files are private)."""
+    mode = destination.stat().st_mode & 0o7777 if destination.exists() else 0o666 & ~_umask()
+    os.chmod(staged, mode)
     os.replace(staged, destination)
 
 
@@ -127,13 +129,15 @@ def check_destination(model_in: Path, external_files: list[Path], model_out: Pat
     """Refuse an OUT (or its OUT.data) that would clobber IN or IN's external data."""
     out, data = model_out.resolve(), model_out.resolve().with_name(f"{model_out.name}.data")
     inputs = {model_in.resolve(), *external_files}
-    if in_place:
-        inputs.discard(model_in.resolve())
-        inputs.discard(data)
+    replacing_input = out == model_in.resolve()
+    if replacing_input and in_place:
+        # IN and its data are staged and renamed over only after the new files are complete.
+        inputs -= {out, data}
     for target in (out, data):
         if target in inputs:
+            hint = " (or pass --in-place)" if replacing_input else ""
             raise OutputError(f"writing {model_out} would overwrite {target.name}, which {model_in.name} reads; "
-                              "choose another OUT" + ("" if in_place else " (or pass --in-place)"))
+                              f"choose another OUT{hint}")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

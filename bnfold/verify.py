@@ -150,7 +150,9 @@ def compare_output(name: str, reference, candidate, rtol: float | None = None,
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.where((a == b) | (np.isnan(a) & np.isnan(b)), 0.0, np.abs(a - b))
         err = np.where(np.isnan(err), np.inf, err)
-        rel = err / np.fmax(np.abs(a), np.finfo(np.float64).tiny)  # fmax: a NaN reference divides by tiny
+        # Relative error only where the reference is above atol: near zero only the absolute error means much.
+        big = ~(np.abs(a) <= atol)  # a NaN reference counts as big: any error against it is infinite
+        rel = np.where(err == 0, 0.0, np.where(big, err / np.where(big, np.abs(a), 1.0), 0.0))
     max_abs = float(err.max(initial=0.0))
     max_rel = float(np.where(np.isnan(rel), np.inf, rel).max(initial=0.0))  # inf/inf: an infinite error
     ok = bool(np.allclose(b, a, rtol=rtol, atol=atol, equal_nan=True))

@@ -201,7 +201,7 @@ def test_missing_external_data_file(tmp_path):
 @pytest.mark.parametrize("case", ["data-named-like-out", "out-is-the-data-file"])
 def test_fold_never_overwrites_the_inputs_external_data(tmp_path, case):
     """Without --in-place the input must survive, including its external data file (CLI contract). Here OUT
-    (or OUT's data file) has the same path as the data file the input reads."""
+    (or OUT's data file) has the same path as the data file the input reads: refused like OUT == IN."""
     model = tmp_path / "a.onnx"
     if case == "data-named-like-out":
         data = save_external(conv_bn_model(), model, "b.onnx.data")  # `fold a.onnx b.onnx` writes b.onnx.data
@@ -214,10 +214,28 @@ def test_fold_never_overwrites_the_inputs_external_data(tmp_path, case):
 
     result = invoke("fold", model, out)
 
-    assert result.exit_code in (0, 2), result.output
     assert model.read_bytes() == model_bytes
     assert data.read_bytes() == data_bytes, f"{data.name} (the input's weights) was overwritten"
     assert_outputs_equal(run_model(model, feeds()), expected)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and data.name in lines[0], result.stderr
+    assert listing(tmp_path) == sorted([model.name, data.name])
+
+
+def test_in_place_with_another_out_does_not_break_the_input(tmp_path):
+    """--in-place allows replacing IN, not leaving IN behind pointing at weights that now belong to OUT:
+    `fold a.onnx b.onnx --in-place`, where a.onnx reads b.onnx.data, must either refuse or keep a.onnx working."""
+    model = tmp_path / "a.onnx"
+    data = save_external(conv_bn_model(), model, "b.onnx.data")
+    expected = run_model(model, feeds())
+
+    result = invoke("fold", model, tmp_path / "b.onnx", "--in-place")
+
+    assert result.exit_code in (0, 2), result.output
+    assert_outputs_equal(run_model(model, feeds()), expected)
+    if result.exit_code == 2:
+        assert listing(tmp_path) == ["a.onnx", data.name]
 
 
 def test_verification_failure_leaves_no_external_data(tmp_path):

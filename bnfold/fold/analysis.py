@@ -20,8 +20,9 @@ from bnfold.fold.partners import LINEAR_OPS, Layout, Partner, make_partner
 from bnfold.fold.shapes import ShapeOracle
 
 PASSTHROUGH_FORWARD = frozenset({"Flatten", "Reshape", "MaxPool"})
+LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Identity", "Squeeze", "Unsqueeze"})
 # Reasons that say only "nothing linear nearby"; any other reason on the other side is more useful.
-_GENERIC = (R.NO_LINEAR_NEIGHBOUR, R.NONLINEARITY_BETWEEN)
+_GENERIC = (R.NO_LINEAR_NEIGHBOUR, R.NONLINEARITY_BETWEEN, R.LAYOUT_OP_BETWEEN)
 
 
 def node_label(node: ir.Node) -> str:
@@ -81,8 +82,9 @@ class _Analyzer:
 
     def no_partner(self, neighbour: ir.Node | None, onward: list[ir.Node]) -> Refusal:
         if neighbour is not None and any(n.op_type in LINEAR_OPS for n in onward):
-            return Refusal(R.NONLINEARITY_BETWEEN,
-                           f"{neighbour.op_type} '{node_label(neighbour)}' sits between it and the linear op")
+            reason = R.LAYOUT_OP_BETWEEN if neighbour.op_type in LAYOUT_OPS else R.NONLINEARITY_BETWEEN
+            return Refusal(reason, f"{neighbour.op_type} '{node_label(neighbour)}' sits between it and the "
+                           "linear op")
         return Refusal(R.NO_LINEAR_NEIGHBOUR)
 
     # -- backward --------------------------------------------------------------------------------
@@ -303,8 +305,9 @@ def _pick(back: Refusal | None, fwd: Refusal | None) -> Refusal:
     specific = [r for r in candidates if r.reason not in _GENERIC]
     if specific:
         return specific[0]
-    if any(r.reason == R.NONLINEARITY_BETWEEN for r in candidates):
-        return next(r for r in candidates if r.reason == R.NONLINEARITY_BETWEEN)
+    for reason in (R.NONLINEARITY_BETWEEN, R.LAYOUT_OP_BETWEEN):
+        if any(r.reason == reason for r in candidates):
+            return next(r for r in candidates if r.reason == reason)
     return candidates[0] if candidates else Refusal(R.NO_LINEAR_NEIGHBOUR)
 
 

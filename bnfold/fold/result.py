@@ -18,6 +18,7 @@ OVERRIDABLE_PARAMETERS = "overridable-parameters"
 SHARED_OUTPUT = "shared-output"
 GRAPH_OUTPUT = "graph-output"
 NONLINEARITY_BETWEEN = "nonlinearity-between"
+LAYOUT_OP_BETWEEN = "layout-op-between"
 NO_LINEAR_NEIGHBOUR = "no-linear-neighbour"
 PADDING_FORWARD = "padding-forward"
 CHANNEL_AXIS_MISMATCH = "channel-axis-mismatch"
@@ -35,6 +36,7 @@ REASONS = {
     SHARED_OUTPUT: "an intermediate output is used by another node",
     GRAPH_OUTPUT: "an intermediate output is a graph output",
     NONLINEARITY_BETWEEN: "a nonlinearity sits between it and the nearest linear op",
+    LAYOUT_OP_BETWEEN: "a layout op (Reshape, Transpose, ...) sits between it and the nearest linear op",
     NO_LINEAR_NEIGHBOUR: "no Conv/ConvTranspose/Gemm/MatMul next to it",
     PADDING_FORWARD: "the next Conv pads its input, and zero padding is not an affine image of the input",
     CHANNEL_AXIS_MISMATCH: "its channel axis is not the linear op's channel/feature axis",
