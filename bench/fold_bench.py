@@ -194,7 +194,19 @@ def _hwm_mib(pid: int) -> float | None:
         return None
 
 
-def _spawn(argv: list[str], timeout: float, log_stem: Path) -> tuple[int | None, float, float | None, str]:
+def _limit_address_space(gib: float | None):
+    if not gib:
+        return None
+    import resource
+
+    def apply():  # runs in the child before exec; inherited by the tool under GNU time
+        limit = int(gib * (1 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+def _spawn(argv: list[str], timeout: float, log_stem: Path,
+           max_mem_gib: float | None = None) -> tuple[int | None, float, float | None, str]:
     """(exit code or None on timeout, wall s, peak RSS MiB, last stderr line).
 
     Peak RSS is not os.wait4's ru_maxrss of our own child: Linux carries the parent's RSS high-water mark
@@ -208,7 +220,8 @@ def _spawn(argv: list[str], timeout: float, log_stem: Path) -> tuple[int | None,
     polled = None
     with open(f"{log_stem}.out", "w") as out, open(f"{log_stem}.err", "w") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True,
+                                preexec_fn=_limit_address_space(max_mem_gib))
         code = None
         while True:
             pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
@@ -232,7 +245,8 @@ def _spawn(argv: list[str], timeout: float, log_stem: Path) -> tuple[int | None,
     return code, wall, peak, (lines[-1] if lines else "")
 
 
-def run_tool(tool: str, src: Path, dst: Path, external: bool, timeout: float, logdir: Path) -> Run:
+def run_tool(tool: str, src: Path, dst: Path, external: bool, timeout: float, logdir: Path,
+             max_mem_gib: float | None = None) -> Run:
     for stale in (dst, dst.with_name(dst.name + ".data")):
         stale.unlink(missing_ok=True)
     stem = logdir / f"{src.stem}.{tool}"
@@ -243,7 +257,7 @@ def run_tool(tool: str, src: Path, dst: Path, external: bool, timeout: float, lo
     else:
         argv = [sys.executable, str(Path(__file__).resolve()), "_worker", tool, str(src), str(dst),
                 str(result_json)] + (["--external"] if external else [])
-    code, wall, peak, last = _spawn(argv, timeout, stem)
+    code, wall, peak, last = _spawn(argv, timeout, stem, max_mem_gib)
     run = Run(tool, process_s=wall, peak_mib=peak)
     if code is None:
         run.error = f"timeout after {timeout:.0f} s"
@@ -533,7 +547,8 @@ def bench_model(path: Path, tools: list[str], skipped: dict, args, workdir: Path
         runs = []
         for i in range(repeat):
             print(f"  {tool} [{i + 1}/{repeat}] ...", end=" ", flush=True)
-            runs.append(run_tool(tool, path, workdir / f"{tool}.onnx", external, args.timeout, logdir))
+            runs.append(run_tool(tool, path, workdir / f"{tool}.onnx", external, args.timeout, logdir,
+                                 args.max_mem_gb))
             r = runs[-1]
             print(f"{_fmt(r.op_s)} s, peak {_fmt(r.peak_mib, '.0f')} MiB" if r.ok else r.error, flush=True)
             if not r.ok:
@@ -653,7 +668,7 @@ def bench_corpus(models: list[Path], tools: list[str], skipped: dict, args, work
                 err_cells.append("skipped")
                 continue
             out = workdir / f"{path.stem}.{tool}.onnx"
-            run = run_tool(tool, path, out, external, args.timeout, logdir)
+            run = run_tool(tool, path, out, external, args.timeout, logdir, args.max_mem_gb)
             check = check_output(out, ref) if run.ok else Check()
             if not args.keep_outputs:
                 for f in (out, out.with_name(out.name + ".data")):
@@ -738,6 +753,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-corpus", action="store_true", help="skip the corpus and sample models")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per tool on the synthetic models")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a tool run is killed")
+    parser.add_argument("--max-mem-gb", type=float, default=None,
+                        help="address-space limit (RLIMIT_AS, GiB) per tool process; a tool over it fails")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     parser.add_argument("--keep-outputs", action="store_true", help="keep every tool's output model")
     args = parser.parse_args(argv)

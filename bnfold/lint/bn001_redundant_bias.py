@@ -1,0 +1,39 @@
+"""BN001: a bias right before BatchNormalization does nothing: BN subtracts the mean, beta is the bias."""
+
+from __future__ import annotations
+
+from bnfold.fold.analysis import node_label
+from bnfold.lint.blocks import is_bias_add, is_layer
+from bnfold.lint.context import LintContext, is_op, upstream
+from bnfold.lint.finding import WARNING, RuleInfo
+
+RULE = RuleInfo("BN001", "redundant-bias-before-batchnorm", WARNING,
+                "a linear layer's bias feeds BatchNormalization with no nonlinearity between")
+
+
+def _bias_owner(ctx: LintContext, bn):
+    """(node with the bias, what the bias is) for the linear op right before `bn`, or None."""
+    node = upstream(bn.inputs[0], exclusive=True)
+    if is_op(node, frozenset({"Conv", "ConvTranspose"})) and len(node.inputs) > 2 and node.inputs[2] is not None:
+        return node, "bias B"
+    if is_op(node, frozenset({"Gemm"})) and len(node.inputs) > 2 and node.inputs[2] is not None:
+        return node, "bias C"
+    if is_bias_add(node, ctx.consts):
+        data = next(v for v in node.inputs if ctx.consts.resolve(v) is None)
+        if len(data.uses()) == 1 and not data.is_graph_output() and is_layer(data.producer(), ctx.consts):
+            return data.producer(), f"bias Add '{node_label(node)}'"
+    return None
+
+
+def check(ctx: LintContext):
+    for graph, bn in ctx.batchnorms:
+        owner = _bias_owner(ctx, bn)
+        if owner is None:
+            continue
+        layer, what = owner
+        yield ctx.finding(
+            RULE, graph, layer,
+            f"{layer.op_type} '{node_label(layer)}' has a {what} that BatchNormalization '{node_label(bn)}' "
+            "cancels: BN subtracts the batch mean, so its beta already plays the bias",
+            "drop the bias (Keras: use_bias=False; PyTorch: bias=False); `bnfold fold` also removes it",
+        )

@@ -1,0 +1,23 @@
+"""BN002: BatchNormalization feeding Softmax normalizes the logits the softmax should see."""
+
+from __future__ import annotations
+
+from bnfold.fold.analysis import node_label
+from bnfold.lint.context import SOFTMAX, LintContext, downstream, is_op
+from bnfold.lint.finding import WARNING, RuleInfo
+
+RULE = RuleInfo("BN002", "batchnorm-before-softmax", WARNING,
+                "BatchNormalization feeds Softmax/LogSoftmax")
+
+
+def check(ctx: LintContext):
+    for graph, bn in ctx.batchnorms:
+        for consumer in downstream(bn.outputs[0]):
+            if is_op(consumer, SOFTMAX):
+                yield ctx.finding(
+                    RULE, graph, bn,
+                    f"BatchNormalization '{node_label(bn)}' feeds {consumer.op_type} '{node_label(consumer)}': "
+                    "the output logits are re-centred and re-scaled per batch statistics",
+                    "remove this BatchNormalization: let the last linear layer produce the logits directly",
+                )
+                break

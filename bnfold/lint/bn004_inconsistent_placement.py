@@ -1,0 +1,32 @@
+"""BN004: BatchNormalization before the activation in some blocks and after it in others."""
+
+from __future__ import annotations
+
+from bnfold.fold.analysis import node_label
+from bnfold.lint.blocks import placement
+from bnfold.lint.context import LintContext
+from bnfold.lint.finding import INFO, RuleInfo
+
+RULE = RuleInfo("BN004", "inconsistent-batchnorm-placement", INFO,
+                "BatchNormalization sits before the activation in some blocks and after it in others")
+
+
+def check(ctx: LintContext):
+    placed = [(graph, bn, placement(bn, ctx.consts)) for graph, bn in ctx.batchnorms]
+    placed = [p for p in placed if p[2] is not None]
+    counts = {side: sum(1 for p in placed if p[2] == side) for side in ("before", "after")}
+    preferred = ctx.options.placement
+    if preferred is None:
+        if not (counts["before"] and counts["after"]):
+            return
+        # Flag the minority; on a tie, the original paper's placement (before the activation) wins.
+        preferred = "before" if counts["before"] >= counts["after"] else "after"
+    for graph, bn, side in placed:
+        if side != preferred:
+            yield ctx.finding(
+                RULE, graph, bn,
+                f"BatchNormalization '{node_label(bn)}' is placed {side} its activation; {counts[preferred]} "
+                f"BatchNormalization in this model are placed {preferred} it",
+                f"move it {preferred} the activation so every block normalizes the same way "
+                "(or set placement in [tool.bnfold.lint])",
+            )
