@@ -13,6 +13,9 @@ import click
 from bnfold import __version__
 from bnfold.errors import BnfoldError
 
+# The report formats, spelled here so `--help` does not import the reporters.
+FORMATS = ("text", "json", "sarif", "github", "markdown")
+
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 
@@ -121,6 +124,57 @@ def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz
     click.echo(result.render())
     if not result.ok:
         sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--select", multiple=True, metavar="CODES",
+              help="Only these rules (code prefixes, comma-separated or repeated; ALL for every rule).")
+@click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules (code prefixes).")
+@click.option("--extend-select", multiple=True, metavar="CODES", help="Add rules to the selection.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]),
+              help="Exit 1 when a finding has at least this severity (default: warning).")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even with findings.")
+@click.option("--statistics", is_flag=True, help="Count findings per rule.")
+@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1), help="Lint files in parallel.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read [tool.bnfold] from this pyproject.toml instead of the nearest one.")
+@click.option("--isolated", is_flag=True, help="Ignore every configuration file.")
+@click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Hide the findings recorded in this baseline file.")
+@click.option("--write-baseline", type=click.Path(dir_okay=False, path_type=Path),
+              help="Record the current findings as the baseline (exit 0).")
+def lint(paths: tuple[Path, ...], select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
+         fmt: str, output: Path | None, fail_on: str | None, exit_zero: bool, statistics: bool, jobs: int,
+         config_file: Path | None, isolated: bool, baseline: Path | None, write_baseline: Path | None) -> None:
+    """Check models for BatchNormalization placement and state problems.
+
+    PATHS are model files or directories (searched for *.onnx, *.keras, *.h5). Exit code: 0 clean,
+    1 findings at or above --fail-on, 2 usage or input error.
+    """
+    from bnfold.commands.lint import run_lint
+
+    code = run_lint(paths, select=_split(select), ignore=_split(ignore), extend_select=_split(extend_select),
+                    fmt=fmt, output=output, fail_on=fail_on, exit_zero=exit_zero, statistics=statistics,
+                    jobs=jobs, config_file=config_file, isolated=isolated, baseline=baseline,
+                    write_baseline=write_baseline)
+    if code:
+        sys.exit(code)
+
+
+@cli.command()
+@click.argument("code", required=False)
+def rule(code: str | None) -> None:
+    """List the lint rules, or print the documentation page of one (e.g. `bnfold rule BN001`)."""
+    from bnfold.commands.lint import print_rule
+
+    print_rule(code)
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(part.strip().upper() for value in values for part in value.split(",") if part.strip())
 
 
 def main() -> None:

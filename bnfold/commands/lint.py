@@ -1,0 +1,119 @@
+"""`bnfold lint`: find the model files, lint each (in parallel with -j), filter, report, pick the exit code."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import click
+
+from bnfold.errors import BnfoldError, InputError
+from bnfold.lint.finding import Finding, severity_rank
+
+ONNX_SUFFIXES = (".onnx",)
+KERAS_SUFFIXES = (".keras", ".h5")
+
+
+def discover(paths: tuple[Path, ...]) -> list[Path]:
+    """Files as given, and model files below each directory (sorted, so output order is stable)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and p.suffix.lower() in ONNX_SUFFIXES + KERAS_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return found
+
+
+def lint_file(path: Path, codes: frozenset[str], options) -> list[Finding]:
+    """Lint one model file; runs in a worker process under -j."""
+    from bnfold.io import load_model
+    from bnfold.lint import lint_model
+
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        raise InputError(f"{path}: Keras support needs the Keras frontend, which this version of bnfold does not "
+                         "have yet; export the model to ONNX and lint that")
+    return lint_model(load_model(path), str(path), codes=codes, options=options)
+
+
+def _lint_all(files: list[Path], codes: frozenset[str], options, jobs: int) -> tuple[list[Finding], list[str]]:
+    findings: list[Finding] = []
+    errors: list[str] = []
+    if jobs > 1 and len(files) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(lint_file, f, codes, options) for f in files]
+            outcomes = [_outcome(future.result) for future in futures]
+    else:
+        outcomes = [_outcome(lambda f=f: lint_file(f, codes, options)) for f in files]
+    for result, error in outcomes:
+        if error is not None:
+            errors.append(error)
+        else:
+            findings.extend(result)
+    return findings, errors
+
+
+def _outcome(call):
+    try:
+        return call(), None
+    except BnfoldError as exc:
+        return None, str(exc)
+
+
+def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[str, ...],
+             extend_select: tuple[str, ...], fmt: str, output: Path | None, fail_on: str | None, exit_zero: bool,
+             statistics: bool, jobs: int, config_file: Path | None, isolated: bool, baseline: Path | None,
+             write_baseline: Path | None) -> int:
+    from bnfold import report
+    from bnfold.baseline import load_baseline, write_baseline as save_baseline
+    from bnfold.config import apply, load_config
+    from bnfold.io import write_text_atomic
+    from bnfold.lint import RULES
+    from bnfold.lint.select import resolve_codes
+
+    start = paths[0] if paths[0].is_dir() else paths[0].parent
+    config = load_config(start, config_file=config_file, isolated=isolated)
+    codes = resolve_codes(RULES.keys(), select=list(select) or config.select,
+                          ignore=[*config.ignore, *ignore], extend_select=[*config.extend_select, *extend_select])
+    files = discover(paths)
+    findings, errors = _lint_all(files, codes, config.options(), jobs)
+    findings = apply(findings, config, codes)
+    hidden = 0
+    if baseline is not None:
+        findings, hidden = load_baseline(baseline).filter(findings)
+    if write_baseline is not None:
+        save_baseline(write_baseline, findings)
+        click.echo(f"wrote {len(findings)} findings to baseline {write_baseline}", err=True)
+    text = report.render(findings, fmt, rules=RULES, files=[str(f) for f in files], statistics=statistics)
+    if output is not None:
+        write_text_atomic(output, text)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+    if hidden:
+        click.echo(f"{hidden} findings hidden by baseline {baseline}", err=True)
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    if errors:
+        return 2
+    threshold = severity_rank(fail_on or config.fail_on or "warning")
+    if not exit_zero and write_baseline is None and any(severity_rank(f.severity) >= threshold for f in findings):
+        return 1
+    return 0
+
+
+def print_rule(code: str | None) -> None:
+    from bnfold.lint import RULES
+
+    if code is None:
+        width = max(len(rule.name) for rule in RULES.values())
+        for rule in RULES.values():
+            click.echo(f"{rule.code}  {rule.name:<{width}}  {rule.severity:<7}  {rule.summary}")
+        return
+    from bnfold.rule_pages import page_text
+
+    click.echo(page_text(code.upper()), nl=False)
+    sys.stdout.flush()
