@@ -155,8 +155,10 @@ def lint(paths: tuple[Path, ...], select: tuple[str, ...], ignore: tuple[str, ..
     1 findings at or above --fail-on, 2 usage or input error.
     """
     from bnfold.commands.lint import run_lint
+    from bnfold.lint.select import split_selectors as split
 
-    code = run_lint(paths, select=_split(select), ignore=_split(ignore), extend_select=_split(extend_select),
+    code = run_lint(paths, select=tuple(split(select)), ignore=tuple(split(ignore)),
+                    extend_select=tuple(split(extend_select)),
                     fmt=fmt, output=output, fail_on=fail_on, exit_zero=exit_zero, statistics=statistics,
                     jobs=jobs, config_file=config_file, isolated=isolated, baseline=baseline,
                     write_baseline=write_baseline)
@@ -171,10 +173,6 @@ def rule(code: str | None) -> None:
     from bnfold.commands.lint import print_rule
 
     print_rule(code)
-
-
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(part.strip().upper() for value in values for part in value.split(",") if part.strip())
 
 
 def main() -> None:

@@ -71,9 +71,10 @@ class Builder:
         momentum: float = 0.9,
         param_dtype=np.float32,
         out: str | None = None,
+        stats: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
         **attrs,
     ) -> str:
-        gamma, beta, mean, var = self.bn_stats(n)
+        gamma, beta, mean, var = self.bn_stats(n) if stats is None else stats
         inputs = [
             self.init(f"{name}.weight", gamma.astype(param_dtype)),
             self.init(f"{name}.bias", beta.astype(param_dtype)),
@@ -120,14 +121,22 @@ class Builder:
             group=group,
         )
 
-    def gemm(self, name: str, x: str, n_in: int, n_out: int, *, trans_b: int = 1) -> str:
+    def gemm(self, name: str, x: str, n_in: int, n_out: int, *, trans_b: int = 1, bias: bool = True) -> str:
         shape = (n_out, n_in) if trans_b else (n_in, n_out)
         w = self.weight(f"{name}.weight", shape, n_in)
-        b = self.bias(f"{name}.bias", n_out)
-        return self.node("Gemm", [x, w, b], [name], name, alpha=1.0, beta=1.0, transA=0, transB=trans_b)
+        inputs = [x, w]
+        if bias:
+            inputs.append(self.bias(f"{name}.bias", n_out))
+        return self.node("Gemm", inputs, [name], name, alpha=1.0, beta=1.0, transA=0, transB=trans_b)
 
     def relu(self, name: str, x: str, out: str | None = None) -> str:
         return self.node("Relu", [x], [out or name], name)
+
+    def meta(self, node_name: str, key: str, value: str) -> None:
+        """Set a metadata_props entry on an already added node (e.g. `bnfold.keras_layer`)."""
+        node = next(n for n in self.nodes if n.name == node_name)
+        entry = node.metadata_props.add()
+        entry.key, entry.value = key, value
 
     # -- model ---------------------------------------------------------------------------------
     def model(
@@ -137,8 +146,12 @@ class Builder:
         inputs: list[onnx.ValueInfoProto],
         outputs: list[onnx.ValueInfoProto],
         opset: int = 17,
+        initializers_as_inputs: bool = False,
     ) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, initializer=self.inits)
+        if initializers_as_inputs:  # what torch.onnx.export(..., keep_initializers_as_inputs=True) writes
+            for init in self.inits:
+                graph.input.append(vi(init.name, init.data_type, list(init.dims)))
         model = helper.make_model(
             graph,
             opset_imports=[helper.make_opsetid("", opset)],
@@ -370,6 +383,290 @@ def fp16_conv_bn() -> onnx.ModelProto:
     )
 
 
+# =============================================================================================
+# Lint samples (written to lint/): the classic Keras MLP, and one small model per lint rule.
+# =============================================================================================
+KERAS_LAYER = "bnfold.keras_layer"
+
+
+def _tanh(b: Builder, name: str, x: str) -> str:
+    return b.node("Tanh", [x], [name], name)
+
+
+def _dropout(b: Builder, name: str, x: str) -> str:
+    # No ratio input: the default 0.5; Dropout is the identity at inference.
+    return b.node("Dropout", [x], [name], name)
+
+
+def _softmax(b: Builder, x: str, out: str = "y", name: str = "softmax") -> str:
+    return b.node("Softmax", [x], [out], name, axis=-1)
+
+
+def classic_mlp() -> onnx.ModelProto:
+    """The classic Keras example with BN kept, as tf2onnx-style Gemm (Dense kernel + bias C) nodes:
+
+    Dense(64) -> BatchNormalization -> Activation("tanh") -> Dropout -> Dense(64) -> BatchNormalization ->
+    Activation("tanh") -> Dropout -> Dense(2) -> BatchNormalization -> Activation("softmax").
+    """
+    b = Builder(seed=101)
+    t = b.gemm("fc1", "x", 20, 64)
+    t = b.bn("bn1", t, 64, epsilon=1e-3, momentum=0.99)  # Keras' BatchNormalization defaults
+    t = _tanh(b, "tanh1", t)
+    t = _dropout(b, "dropout1", t)
+    t = b.gemm("fc2", t, 64, 64)
+    t = b.bn("bn2", t, 64, epsilon=1e-3, momentum=0.99)
+    t = _tanh(b, "tanh2", t)
+    t = _dropout(b, "dropout2", t)
+    t = b.gemm("fc3", t, 64, 2)
+    t = b.bn("bn3", t, 2, epsilon=1e-3, momentum=0.99)
+    _softmax(b, t)
+    keras_names = {
+        "fc1": "dense", "bn1": "batch_normalization", "tanh1": "activation", "dropout1": "dropout",
+        "fc2": "dense_1", "bn2": "batch_normalization_1", "tanh2": "activation_1", "dropout2": "dropout_1",
+        "fc3": "dense_2", "bn3": "batch_normalization_2", "softmax": "activation_2",
+    }
+    for node_name, layer in keras_names.items():
+        b.meta(node_name, KERAS_LAYER, layer)
+    return b.model(
+        "classic_mlp",
+        "The classic Keras MLP with BatchNormalization kept: Dense(64, use_bias=True) -> BN -> tanh -> "
+        "Dropout, twice, then Dense(2) -> BN -> softmax. Dense is a Gemm with bias C; every node carries "
+        "its Keras layer name in metadata_props['bnfold.keras_layer'].",
+        [vi("x", FLOAT, ["N", 20])],
+        [vi("y", FLOAT, ["N", 2])],
+    )
+
+
+def bn001_redundant_bias() -> onnx.ModelProto:
+    b = Builder(seed=111)
+    t = b.conv("conv1", "x", 3, 8, 3, pad=1, bias=True)  # the bias BN's beta makes redundant
+    t = b.bn("bn1", t, 8)
+    b.relu("relu1", t, out="y")
+    return b.model(
+        "bn001_redundant_bias",
+        "BN001: conv1 has a bias and feeds bn1 directly; BN subtracts the mean, so the bias does nothing.",
+        [vi("x", FLOAT, ["N", 3, 16, 16])],
+        [vi("y", FLOAT, ["N", 8, 16, 16])],
+    )
+
+
+def bn002_batchnorm_before_softmax() -> onnx.ModelProto:
+    b = Builder(seed=112)
+    t = b.gemm("fc1", "x", 32, 16, bias=False)
+    t = b.bn("bn1", t, 16)
+    t = b.relu("relu1", t)
+    t = b.gemm("fc2", t, 16, 4, bias=False)
+    t = b.bn("bn2", t, 4)  # normalizes the logits
+    _softmax(b, t)
+    return b.model(
+        "bn002_batchnorm_before_softmax",
+        "BN002: the output layer fc2 -> bn2 -> softmax normalizes the logits with BatchNormalization.",
+        [vi("x", FLOAT, ["N", 32])],
+        [vi("y", FLOAT, ["N", 4])],
+    )
+
+
+def bn003_missing_batchnorm() -> onnx.ModelProto:
+    b = Builder(seed=113)
+    t = b.conv("conv1", "x", 3, 8, 3, pad=1)
+    t = b.bn("bn1", t, 8)
+    t = b.relu("relu1", t)
+    t = b.conv("conv2", t, 8, 8, 3, pad=1, bias=True)  # the one block without BN
+    t = b.relu("relu2", t)
+    t = b.conv("conv3", t, 8, 8, 3, pad=1)
+    t = b.bn("bn3", t, 8)
+    t = b.relu("relu3", t)
+    t = b.node("GlobalAveragePool", [t], ["gap"], "gap")
+    t = b.node("Flatten", [t], ["flatten"], "flatten", axis=1)
+    t = b.gemm("fc", t, 8, 10)  # output head: exempt
+    _softmax(b, t)
+    return b.model(
+        "bn003_missing_batchnorm",
+        "BN003: conv1 and conv3 are followed by BatchNormalization, conv2 -> relu2 is not. The fc -> softmax "
+        "head has no BN either, which is right (exempt).",
+        [vi("x", FLOAT, ["N", 3, 16, 16])],
+        [vi("y", FLOAT, ["N", 10])],
+    )
+
+
+def bn004_inconsistent_placement() -> onnx.ModelProto:
+    b = Builder(seed=114)
+    t = b.gemm("fc1", "x", 32, 32, bias=False)
+    t = b.bn("bn1", t, 32)  # before the activation
+    t = b.relu("relu1", t)
+    t = b.gemm("fc2", t, 32, 32, bias=False)
+    t = b.bn("bn2", t, 32)  # before the activation
+    t = b.relu("relu2", t)
+    t = b.gemm("fc3", t, 32, 32)
+    t = b.relu("relu3", t)
+    t = b.bn("bn3", t, 32)  # after the activation: the odd one out
+    t = b.gemm("fc4", t, 32, 10)
+    _softmax(b, t)
+    return b.model(
+        "bn004_inconsistent_placement",
+        "BN004: bn1 and bn2 sit between the Gemm and its Relu, bn3 after relu3.",
+        [vi("x", FLOAT, ["N", 32])],
+        [vi("y", FLOAT, ["N", 10])],
+    )
+
+
+def bn005_dropout_before_batchnorm() -> onnx.ModelProto:
+    b = Builder(seed=115)
+    t = b.gemm("fc1", "x", 32, 32)
+    t = b.relu("relu1", t)
+    t = _dropout(b, "dropout1", t)
+    t = b.bn("bn1", t, 32)  # sees dropout's extra variance during training only
+    t = b.gemm("fc2", t, 32, 10)
+    _softmax(b, t)
+    return b.model(
+        "bn005_dropout_before_batchnorm",
+        "BN005: fc1 -> relu1 -> dropout1 -> bn1 -> fc2 -> softmax: Dropout feeds BatchNormalization.",
+        [vi("x", FLOAT, ["N", 32])],
+        [vi("y", FLOAT, ["N", 10])],
+    )
+
+
+def bn006_batchnorm_in_training_mode() -> onnx.ModelProto:
+    b = Builder(seed=116)
+    t = b.conv("conv1", "x", 3, 8, 3, pad=1)
+    gamma, beta, mean, var = b.bn_stats(8)
+    # Exported without model.eval(): training_mode=1 (which needs all three outputs), the updated running
+    # mean and variance left unused.
+    b.node(
+        "BatchNormalization",
+        [
+            t,
+            b.init("bn1.weight", gamma.astype(np.float32)),
+            b.init("bn1.bias", beta.astype(np.float32)),
+            b.init("bn1.running_mean", mean.astype(np.float32)),
+            b.init("bn1.running_var", var.astype(np.float32)),
+        ],
+        ["bn1", "bn1.running_mean_out", "bn1.running_var_out"],
+        "bn1",
+        epsilon=1e-5,
+        momentum=0.9,
+        training_mode=1,
+    )
+    b.relu("relu1", "bn1", out="y")
+    return b.model(
+        "bn006_batchnorm_in_training_mode",
+        "BN006: bn1 has training_mode=1 (a PyTorch export without model.eval()): it normalizes with the "
+        "statistics of each batch. Its running mean/var outputs are unused.",
+        [vi("x", FLOAT, ["N", 3, 16, 16])],
+        [vi("y", FLOAT, ["N", 8, 16, 16])],
+        opset=15,
+    )
+
+
+def bn007_untrained_statistics() -> onnx.ModelProto:
+    b = Builder(seed=117)
+    t = b.gemm("fc1", "x", 32, 16, bias=False)
+    gamma, beta, _mean, _var = b.bn_stats(16)
+    # gamma/beta were trained, the moving statistics never updated (tf.layers without UPDATE_OPS).
+    t = b.bn("bn1", t, 16, epsilon=1e-3, stats=(gamma, beta, np.zeros(16), np.ones(16)))
+    t = b.relu("relu1", t)
+    t = b.gemm("fc2", t, 16, 4)
+    _softmax(b, t)
+    return b.model(
+        "bn007_untrained_statistics",
+        "BN007: bn1 has moving mean exactly 0 and moving variance exactly 1 (trained gamma and beta).",
+        [vi("x", FLOAT, ["N", 32])],
+        [vi("y", FLOAT, ["N", 4])],
+    )
+
+
+def bn008_degenerate_statistics() -> onnx.ModelProto:
+    b = Builder(seed=118)
+    t = b.conv("conv1", "x", 3, 8, 3, pad=1)
+    gamma, beta, mean, var = b.bn_stats(8)
+    var[2] = -0.25  # never valid: onnxruntime computes sqrt(var + eps) = NaN for channel 2
+    t = b.bn("bn1", t, 8, stats=(gamma, beta, mean, var))
+    b.relu("relu1", t, out="y")
+    return b.model(
+        "bn008_degenerate_statistics",
+        "BN008: bn1's running variance is negative in channel 2, so that channel's output is NaN.",
+        [vi("x", FLOAT, ["N", 3, 16, 16])],
+        [vi("y", FLOAT, ["N", 8, 16, 16])],
+    )
+
+
+def bn009_unfolded_batchnorm() -> onnx.ModelProto:
+    b = Builder(seed=119)
+    t = b.conv("conv1", "x", 3, 8, 3, pad=1)
+    t = b.bn("bn1", t, 8)
+    t = b.relu("relu1", t)
+    t = b.conv("conv2", t, 8, 8, 3, pad=1)
+    t = b.bn("bn2", t, 8)
+    b.relu("relu2", t, out="y")
+    return b.model(
+        "bn009_unfolded_batchnorm",
+        "BN009: two Conv -> BN -> Relu blocks; both BN fold backward into their Conv.",
+        [vi("x", FLOAT, ["N", 3, 16, 16])],
+        [vi("y", FLOAT, ["N", 8, 16, 16])],
+    )
+
+
+def bn010_consecutive_batchnorm() -> onnx.ModelProto:
+    b = Builder(seed=120)
+    t = b.conv("conv1", "x", 3, 8, 3, pad=1)
+    t = b.bn("bn1", t, 8)
+    t = b.bn("bn2", t, 8)  # re-normalizes bn1's output
+    b.relu("relu1", t, out="y")
+    return b.model(
+        "bn010_consecutive_batchnorm",
+        "BN010: conv1 -> bn1 -> bn2 -> relu1: two BatchNormalization in a row.",
+        [vi("x", FLOAT, ["N", 3, 16, 16])],
+        [vi("y", FLOAT, ["N", 8, 16, 16])],
+    )
+
+
+def bn011_batchnorm_on_model_input() -> onnx.ModelProto:
+    b = Builder(seed=121)
+    t = b.bn("bn_input", "x", 20, epsilon=1e-3, momentum=0.99)  # Keras BatchNormalization as the first layer
+    t = b.gemm("fc1", t, 20, 32)
+    t = b.relu("relu1", t)
+    t = b.gemm("fc2", t, 32, 2)
+    _softmax(b, t)
+    return b.model(
+        "bn011_batchnorm_on_model_input",
+        "BN011: bn_input normalizes the model input x with learned statistics (instead of preprocessing).",
+        [vi("x", FLOAT, ["N", 20])],
+        [vi("y", FLOAT, ["N", 2])],
+    )
+
+
+def bn012_overridable_parameters() -> onnx.ModelProto:
+    b = Builder(seed=122)
+    t = b.conv("conv1", "x", 3, 8, 3, pad=1)
+    t = b.bn("bn1", t, 8)
+    b.relu("relu1", t, out="y")
+    return b.model(
+        "bn012_overridable_parameters",
+        "BN012: ir_version 8, but every initializer (conv1.weight and bn1's four parameters) is also listed "
+        "as a graph input, as torch.onnx.export(..., keep_initializers_as_inputs=True) writes it.",
+        [vi("x", FLOAT, ["N", 3, 16, 16])],
+        [vi("y", FLOAT, ["N", 8, 16, 16])],
+        initializers_as_inputs=True,
+    )
+
+
+LINT_SAMPLES = {
+    "lint/classic_mlp.onnx": classic_mlp,
+    "lint/bn001_redundant_bias.onnx": bn001_redundant_bias,
+    "lint/bn002_batchnorm_before_softmax.onnx": bn002_batchnorm_before_softmax,
+    "lint/bn003_missing_batchnorm.onnx": bn003_missing_batchnorm,
+    "lint/bn004_inconsistent_placement.onnx": bn004_inconsistent_placement,
+    "lint/bn005_dropout_before_batchnorm.onnx": bn005_dropout_before_batchnorm,
+    "lint/bn006_batchnorm_in_training_mode.onnx": bn006_batchnorm_in_training_mode,
+    "lint/bn007_untrained_statistics.onnx": bn007_untrained_statistics,
+    "lint/bn008_degenerate_statistics.onnx": bn008_degenerate_statistics,
+    "lint/bn009_unfolded_batchnorm.onnx": bn009_unfolded_batchnorm,
+    "lint/bn010_consecutive_batchnorm.onnx": bn010_consecutive_batchnorm,
+    "lint/bn011_batchnorm_on_model_input.onnx": bn011_batchnorm_on_model_input,
+    "lint/bn012_overridable_parameters.onnx": bn012_overridable_parameters,
+}
+
+
 SAMPLES = {
     "resnet_block.onnx": resnet_block,
     "convtranspose_bn.onnx": convtranspose_bn,
@@ -379,6 +676,7 @@ SAMPLES = {
     "depthwise_mul_add.onnx": depthwise_mul_add,
     "training_mode_bn.onnx": training_mode_bn,
     "fp16_conv_bn.onnx": fp16_conv_bn,
+    **LINT_SAMPLES,
 }
 
 
@@ -388,7 +686,8 @@ def build_all(out_dir: str) -> list[str]:
     for filename, fn in SAMPLES.items():
         model = fn()
         onnx.checker.check_model(model, full_check=True)
-        path = os.path.join(out_dir, filename)
+        path = os.path.join(out_dir, *filename.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         data = model.SerializeToString(deterministic=True)
         with open(path, "wb") as f:
             f.write(data)

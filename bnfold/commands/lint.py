@@ -73,12 +73,10 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
     from bnfold.config import apply, load_config
     from bnfold.io import write_text_atomic
     from bnfold.lint import RULES
-    from bnfold.lint.select import resolve_codes
 
     start = paths[0] if paths[0].is_dir() else paths[0].parent
     config = load_config(start, config_file=config_file, isolated=isolated)
-    codes = resolve_codes(RULES.keys(), select=list(select) or config.select,
-                          ignore=[*config.ignore, *ignore], extend_select=[*config.extend_select, *extend_select])
+    codes = config.rule_codes(select=list(select) or None, ignore=ignore, extend_select=extend_select)
     files = discover(paths)
     findings, errors = _lint_all(files, codes, config.options(), jobs)
     findings = apply(findings, config, codes)
