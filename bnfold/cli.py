@@ -12,9 +12,7 @@ import click
 
 from bnfold import __version__
 from bnfold.errors import BnfoldError
-
-# The report formats, spelled here so `--help` does not import the reporters.
-FORMATS = ("text", "json", "sarif", "github", "markdown")
+from bnfold.report import FORMATS
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 import subprocess
 import sys
@@ -25,6 +26,24 @@ EXPECTED_FILES = [
     "fp16_conv_bn.onnx",
 ]
 
+# The lint samples, in sample_models/lint/: the classic Keras MLP and one model per rule.
+LINT_FILES = [
+    "lint/classic_mlp.onnx",
+    "lint/bn001_redundant_bias.onnx",
+    "lint/bn002_batchnorm_before_softmax.onnx",
+    "lint/bn003_missing_batchnorm.onnx",
+    "lint/bn004_inconsistent_placement.onnx",
+    "lint/bn005_dropout_before_batchnorm.onnx",
+    "lint/bn006_batchnorm_in_training_mode.onnx",
+    "lint/bn007_untrained_statistics.onnx",
+    "lint/bn008_degenerate_statistics.onnx",
+    "lint/bn009_unfolded_batchnorm.onnx",
+    "lint/bn010_consecutive_batchnorm.onnx",
+    "lint/bn011_batchnorm_on_model_input.onnx",
+    "lint/bn012_overridable_parameters.onnx",
+]
+EXPECTED_FILES += LINT_FILES
+
 # Number of BatchNormalization nodes each sample was built with.
 EXPECTED_BN_COUNT = {
     "resnet_block.onnx": 5,
@@ -35,9 +54,57 @@ EXPECTED_BN_COUNT = {
     "depthwise_mul_add.onnx": 0,
     "training_mode_bn.onnx": 1,
     "fp16_conv_bn.onnx": 1,
+    "lint/classic_mlp.onnx": 3,
+    "lint/bn001_redundant_bias.onnx": 1,
+    "lint/bn002_batchnorm_before_softmax.onnx": 2,
+    "lint/bn003_missing_batchnorm.onnx": 2,
+    "lint/bn004_inconsistent_placement.onnx": 3,
+    "lint/bn005_dropout_before_batchnorm.onnx": 1,
+    "lint/bn006_batchnorm_in_training_mode.onnx": 1,
+    "lint/bn007_untrained_statistics.onnx": 1,
+    "lint/bn008_degenerate_statistics.onnx": 1,
+    "lint/bn009_unfolded_batchnorm.onnx": 2,
+    "lint/bn010_consecutive_batchnorm.onnx": 2,
+    "lint/bn011_batchnorm_on_model_input.onnx": 1,
+    "lint/bn012_overridable_parameters.onnx": 1,
 }
 
+# Everything `lint_model` reports (all rules, default options) for each sample, as (code, node) in report
+# order. sample_models/README.md shows the same lists.
+EXPECTED_LINT = {
+    "resnet_block.onnx": [("BN001", "conv1"), ("BN009", "bn1"), ("BN009", "bn2"), ("BN009", "bn3"),
+                          ("BN009", "bn4"), ("BN009", "bn_down")],
+    "convtranspose_bn.onnx": [("BN001", "deconv1"), ("BN009", "bn1")],
+    "gemm_bn.onnx": [("BN001", "fc1"), ("BN009", "bn1")],
+    "matmul_bn.onnx": [("BN001", "matmul1"), ("BN009", "bn1")],
+    "mlp_bn_after_relu.onnx": [("BN009", "bn1"), ("BN009", "bn2")],
+    "depthwise_mul_add.onnx": [],
+    "training_mode_bn.onnx": [("BN006", "bn1")],
+    "fp16_conv_bn.onnx": [("BN009", "bn1")],
+    "lint/classic_mlp.onnx": [("BN001", "fc1"), ("BN001", "fc2"), ("BN001", "fc3"), ("BN002", "bn3"),
+                              ("BN009", "bn1"), ("BN009", "bn2"), ("BN009", "bn3")],
+    "lint/bn001_redundant_bias.onnx": [("BN001", "conv1"), ("BN009", "bn1")],
+    "lint/bn002_batchnorm_before_softmax.onnx": [("BN002", "bn2"), ("BN009", "bn1"), ("BN009", "bn2")],
+    "lint/bn003_missing_batchnorm.onnx": [("BN003", "conv2"), ("BN009", "bn1"), ("BN009", "bn3")],
+    "lint/bn004_inconsistent_placement.onnx": [("BN004", "bn3"), ("BN009", "bn1"), ("BN009", "bn2"),
+                                               ("BN009", "bn3")],
+    "lint/bn005_dropout_before_batchnorm.onnx": [("BN005", "bn1"), ("BN009", "bn1")],
+    "lint/bn006_batchnorm_in_training_mode.onnx": [("BN006", "bn1")],
+    "lint/bn007_untrained_statistics.onnx": [("BN007", "bn1"), ("BN009", "bn1")],
+    "lint/bn008_degenerate_statistics.onnx": [("BN008", "bn1")],
+    "lint/bn009_unfolded_batchnorm.onnx": [("BN009", "bn1"), ("BN009", "bn2")],
+    "lint/bn010_consecutive_batchnorm.onnx": [("BN009", "bn1"), ("BN009", "bn2"), ("BN010", "bn2")],
+    "lint/bn011_batchnorm_on_model_input.onnx": [("BN009", "bn_input"), ("BN011", "bn_input")],
+    "lint/bn012_overridable_parameters.onnx": [("BN009", "bn1"), ("BN012", "bn1")],
+}
+
+# Samples whose statistics are broken on purpose (BN007: untrained 0/1; BN008: a negative variance).
+DEGENERATE_STATS = {"lint/bn007_untrained_statistics.onnx", "lint/bn008_degenerate_statistics.onnx"}
+# The one sample whose output is not finite in onnxruntime (that is the point of BN008).
+NAN_OUTPUT = {"lint/bn008_degenerate_statistics.onnx"}
+
 MAX_BYTES = 1 << 20
+MAX_LINT_BYTES = 100 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +136,8 @@ def test_script_knows_exactly_the_expected_samples():
 
 
 def test_no_stray_onnx_files_committed():
-    assert sorted(p.name for p in SAMPLES_DIR.glob("*.onnx")) == sorted(EXPECTED_FILES)
+    found = [p.relative_to(SAMPLES_DIR).as_posix() for p in SAMPLES_DIR.rglob("*.onnx")]
+    assert sorted(found) == sorted(EXPECTED_FILES)
 
 
 @pytest.mark.parametrize("name", EXPECTED_FILES)
@@ -96,6 +164,11 @@ def test_smaller_than_1mb(name):
     assert (SAMPLES_DIR / name).stat().st_size < MAX_BYTES
 
 
+@pytest.mark.parametrize("name", LINT_FILES)
+def test_lint_samples_smaller_than_100kb(name):
+    assert (SAMPLES_DIR / name).stat().st_size < MAX_LINT_BYTES
+
+
 def _random_feeds(session, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.RandomState(seed)
     feeds = {}
@@ -116,6 +189,9 @@ def test_runs_in_onnxruntime(name, optimize):
     session = ort.InferenceSession(str(SAMPLES_DIR / name), so, providers=["CPUExecutionProvider"])
     outputs = session.run(None, _random_feeds(session))
     assert len(outputs) == len(session.get_outputs())
+    if name in NAN_OUTPUT:
+        assert not np.isfinite(outputs[0]).all(), f"{name}: the degenerate channel should come out NaN"
+        return
     for meta, value in zip(session.get_outputs(), outputs):
         assert np.isfinite(value.astype(np.float64)).all(), f"{name}: non-finite values in {meta.name}"
         assert np.abs(value).max() > 0, f"{name}: output {meta.name} is all zeros"
@@ -166,6 +242,8 @@ def test_fp16_sample_mixes_dtypes():
 def test_bn_statistics_are_realistic():
     """No sample has the untrained 0/1 statistics, and the parameter ranges match the README."""
     for name in EXPECTED_FILES:
+        if name in DEGENERATE_STATS:
+            continue
         model = _load(name)
         inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
         for bn in _bn_nodes(model):
@@ -182,3 +260,75 @@ def test_depthwise_sample_uses_channel_shaped_constants():
     assert _attr(by_name["dw_conv"], "group") == 32
     assert list(inits[by_name["bn_mul"].input[1]].dims) == [1, 32, 1, 1]
     assert list(inits[by_name["bn_add"].input[1]].dims) == [1, 32, 1, 1]
+
+
+# ------------------------------------------------------------------------------------------------------
+# lint samples
+
+
+def _lint(name: str):
+    from bnfold.io import load_model
+    from bnfold.lint import lint_model
+
+    path = SAMPLES_DIR / name
+    return lint_model(load_model(path), str(path))
+
+
+@pytest.mark.parametrize("name", EXPECTED_FILES)
+def test_lint_findings(name):
+    assert [(f.code, f.node) for f in _lint(name)] == EXPECTED_LINT[name]
+
+
+def _readme_lint_table() -> dict[str, list[tuple[str, str]]]:
+    """`| `lint/x.onnx` | ... | BN001 on `a`, `b`; BN009 on `c` |` rows of the README's lint table."""
+    text = (SAMPLES_DIR / "README.md").read_text()
+    section = text.split("## Lint samples", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `(lint/[\w.]+\.onnx)` \|.*\| ([^|]*) \|$", line)
+        if not match:
+            continue
+        findings = []
+        for part in match.group(2).split(";"):
+            part = part.strip()
+            if part in ("", "—"):
+                continue
+            code, nodes = part.split(" on ", 1)
+            findings += [(code.strip(), node) for node in re.findall(r"`([^`]+)`", nodes)]
+        table[match.group(1)] = findings
+    return table
+
+
+def test_readme_lint_table_matches_expected_findings():
+    table = _readme_lint_table()
+    assert sorted(table) == sorted(LINT_FILES)
+    for name, findings in table.items():
+        assert sorted(findings) == sorted(EXPECTED_LINT[name]), name
+
+
+def test_every_sample_is_in_the_readme():
+    text = (SAMPLES_DIR / "README.md").read_text()
+    for name in EXPECTED_FILES:
+        assert f"`{name}`" in text, name
+
+
+def test_classic_mlp_is_the_keras_example():
+    model = _load("lint/classic_mlp.onnx")
+    assert [n.op_type for n in model.graph.node] == [
+        "Gemm", "BatchNormalization", "Tanh", "Dropout",
+        "Gemm", "BatchNormalization", "Tanh", "Dropout",
+        "Gemm", "BatchNormalization", "Softmax",
+    ]
+    inits = {t.name: t for t in model.graph.initializer}
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert [list(inits[g.input[2]].dims) for g in gemms] == [[64], [64], [2]], "every Dense has a bias C"
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]] == [20]
+    keras = {n.name: {p.key: p.value for p in n.metadata_props}.get("bnfold.keras_layer") for n in model.graph.node}
+    assert keras["fc1"] == "dense" and keras["bn3"] == "batch_normalization_2"
+
+
+def test_bn012_sample_lists_bn_parameters_as_inputs():
+    model = _load("lint/bn012_overridable_parameters.onnx")
+    assert model.ir_version >= 4
+    bn = _bn_nodes(model)[0]
+    assert set(bn.input[1:5]) <= {i.name for i in model.graph.input}

@@ -6,7 +6,7 @@
 
     | Severity | Code | Model | Node | Message | Fix |
     | --- | --- | --- | --- | --- | --- |
-    | warning | [BN001](…/BN001-redundant-bias-before-batchnorm.md) | `a.onnx` | `conv1` | Conv 'conv1' … | drop … |
+    | warning | [BN001](…/BN001-…md) | `a.onnx` | `conv1` | Conv 'conv1' has a bias … | drop the bias … |
 
 A clean run reads "No findings: all checks passed (2 models)." Cells escape `|`, `<` and line breaks;
 messages keep their inline Markdown (backticks). With statistics, a per-rule count table follows.

@@ -1,0 +1,694 @@
+"""Lint rules BN001..BN012: each rule's sample model (sample_models/lint/) gives exactly the expected findings,
+and near-miss models built here give none.
+
+Positive cases lint the committed sample; negatives are small models built with tests/helpers.GraphBuilder.
+Every check runs one rule at a time (`codes=frozenset({CODE})`) and compares the exact list of (code, node).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from helpers import FLOAT, FLOAT16, GraphBuilder, bn_stats, make_rng, weights
+
+from bnfold.fold import fold_model
+from bnfold.io import load_model
+from bnfold.lint import RULES, lint_model
+from bnfold.lint.context import IGNORE_KEY, KERAS_LAYER_KEY, LintOptions
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+LINT_SAMPLES = SAMPLES / "lint"
+
+
+# --------------------------------------------------------------------------------------------------------
+# running the linter
+
+
+def lint_sample(name: str, code: str | None = None, options: LintOptions | None = None):
+    path = LINT_SAMPLES / name
+    codes = None if code is None else frozenset({code})
+    return lint_model(load_model(path), str(path), codes=codes, options=options)
+
+
+def lint_proto(proto: onnx.ModelProto, code: str | None = None, options: LintOptions | None = None):
+    codes = None if code is None else frozenset({code})
+    return lint_model(ir.from_proto(copy.deepcopy(proto)), "test.onnx", codes=codes, options=options)
+
+
+def pairs(findings) -> list[tuple[str, str]]:
+    return [(f.code, f.node) for f in findings]
+
+
+# --------------------------------------------------------------------------------------------------------
+# building near-miss models
+
+
+def _conv(gb: GraphBuilder, rng, x: str, cin: int, cout: int, name: str, *, bias: bool = False, pad: int = 1,
+          dtype=np.float32) -> str:
+    ins = [x, gb.init(f"{name}_W", weights(rng, [cout, cin, 3, 3], dtype))]
+    if bias:
+        ins.append(gb.init(f"{name}_B", rng.normal(0.0, 0.1, cout).astype(dtype)))
+    return gb.node("Conv", ins, name=name, kernel_shape=[3, 3], pads=[pad] * 4)
+
+
+def _gemm(gb: GraphBuilder, rng, x: str, n_in: int, n_out: int, name: str, *, bias: bool = False) -> str:
+    ins = [x, gb.init(f"{name}_W", weights(rng, [n_in, n_out], fan_in=n_in))]
+    if bias:
+        ins.append(gb.init(f"{name}_C", rng.normal(0.0, 0.1, n_out).astype(np.float32)))
+    return gb.node("Gemm", ins, name=name)
+
+
+def _bn(gb: GraphBuilder, rng, x: str, c: int, name: str, **kwargs) -> str:
+    return gb.bn(x, bn_stats(rng, c), name=name, **kwargs)
+
+
+def _act(gb: GraphBuilder, op: str, x: str, name: str, **attrs) -> str:
+    return gb.node(op, [x], name=name, **attrs)
+
+
+def _image_input(gb: GraphBuilder, c: int = 3, elem=FLOAT) -> str:
+    return gb.input("X", elem, [2, c, 8, 8])
+
+
+def _finish(gb: GraphBuilder, y: str, **model_kwargs) -> onnx.ModelProto:
+    gb.node("Identity", [y], "Y", name="out")
+    gb.output("Y")
+    return gb.model(**model_kwargs)
+
+
+def mlp(layers: list[str], *, seed: int = 0, head: str | None = "Softmax", width: int = 8,
+        bias: bool = False) -> onnx.ModelProto:
+    """A Gemm MLP from a compact spec: one string per hidden block, e.g. "gemm bn relu", "gemm relu bn",
+    "gemm relu dropout bn", then a Gemm head followed by `head` (None: the Gemm is the output)."""
+    rng = make_rng(seed)
+    gb = GraphBuilder()
+    t = gb.input("X", FLOAT, [2, width])
+    for i, block in enumerate(layers, start=1):
+        for op in block.split():
+            if op == "gemm":
+                t = _gemm(gb, rng, t, width, width, f"fc{i}", bias=bias)
+            elif op == "bn":
+                t = _bn(gb, rng, t, width, f"bn{i}")
+            elif op == "dropout":
+                t = _act(gb, "Dropout", t, f"dropout{i}")
+            else:
+                t = _act(gb, op.capitalize(), t, f"{op}{i}")
+    t = _gemm(gb, rng, t, width, 3, "head", bias=True)
+    if head is not None:
+        t = _act(gb, head, t, head.lower(), **({"axis": -1} if head in ("Softmax", "LogSoftmax") else {}))
+    gb.output(t)
+    return gb.model()
+
+
+# ========================================================================================================
+# BN001 redundant-bias-before-batchnorm
+
+
+def test_bn001_sample():
+    assert pairs(lint_sample("bn001_redundant_bias.onnx", "BN001")) == [("BN001", "conv1")]
+
+
+def test_bn001_classic_mlp_reports_every_dense():
+    assert pairs(lint_sample("classic_mlp.onnx", "BN001")) == [("BN001", "fc1"), ("BN001", "fc2"), ("BN001", "fc3")]
+
+
+def test_bn001_matmul_add_and_gemm_c_are_biases():
+    rng = make_rng(1)
+    gb = GraphBuilder()
+    x = gb.input("X", FLOAT, [2, 6])
+    t = gb.node("MatMul", [x, gb.init("W", weights(rng, [6, 4]))], name="matmul")
+    t = gb.node("Add", [t, gb.init("Bias", rng.normal(0, 0.1, 4).astype(np.float32))], name="bias_add")
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = _act(gb, "Relu", t, "relu1")
+    t = _gemm(gb, rng, t, 4, 4, "fc", bias=True)
+    t = _bn(gb, rng, t, 4, "bn2")
+    model = _finish(gb, t)
+    assert pairs(lint_proto(model, "BN001")) == [("BN001", "matmul"), ("BN001", "fc")]
+
+
+def test_bn001_not_through_a_relu():
+    rng = make_rng(2)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1", bias=True)
+    t = _act(gb, "Relu", t, "relu1")
+    t = _bn(gb, rng, t, 4, "bn1")
+    assert pairs(lint_proto(_finish(gb, t), "BN001")) == []
+
+
+def test_bn001_not_when_the_conv_output_feeds_another_node():
+    """The bias still matters for the other consumer, so it is not redundant."""
+    rng = make_rng(3)
+    gb = GraphBuilder()
+    c = _conv(gb, rng, _image_input(gb), 3, 4, "conv1", bias=True)
+    t = _bn(gb, rng, c, 4, "bn1")
+    side = _act(gb, "Relu", c, "side_relu")
+    t = gb.node("Add", [t, side], name="add")
+    assert pairs(lint_proto(_finish(gb, t), "BN001")) == []
+
+
+def test_bn001_not_without_a_bias():
+    rng = make_rng(4)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1", bias=False)
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = _gemm(gb, rng, gb.node("Flatten", [t], name="flat"), 4 * 64, 4, "fc", bias=False)
+    t = _bn(gb, rng, t, 4, "bn2")
+    assert pairs(lint_proto(_finish(gb, t), "BN001")) == []
+
+
+def test_bn001_not_when_the_matmul_output_feeds_another_node():
+    rng = make_rng(5)
+    gb = GraphBuilder()
+    x = gb.input("X", FLOAT, [2, 6])
+    m = gb.node("MatMul", [x, gb.init("W", weights(rng, [6, 4]))], name="matmul")
+    t = gb.node("Add", [m, gb.init("Bias", rng.normal(0, 0.1, 4).astype(np.float32))], name="bias_add")
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = gb.node("Add", [t, m], name="skip")
+    assert pairs(lint_proto(_finish(gb, t), "BN001")) == []
+
+
+# ========================================================================================================
+# BN002 batchnorm-before-softmax
+
+
+def test_bn002_sample():
+    assert pairs(lint_sample("bn002_batchnorm_before_softmax.onnx", "BN002")) == [("BN002", "bn2")]
+
+
+def test_bn002_classic_mlp_last_bn_only():
+    assert pairs(lint_sample("classic_mlp.onnx", "BN002")) == [("BN002", "bn3")]
+
+
+def test_bn002_through_layout_ops_to_logsoftmax():
+    rng = make_rng(6)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1")
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = gb.node("Flatten", [t], name="flat")
+    t = _act(gb, "LogSoftmax", t, "logsoftmax", axis=-1)
+    assert pairs(lint_proto(_finish(gb, t), "BN002")) == [("BN002", "bn1")]
+
+
+def test_bn002_not_with_a_gemm_between_bn_and_softmax():
+    assert pairs(lint_proto(mlp(["gemm bn relu", "gemm bn"]), "BN002")) == []
+
+
+def test_bn002_not_before_sigmoid():
+    rng = make_rng(7)
+    gb = GraphBuilder()
+    x = gb.input("X", FLOAT, [2, 6])
+    t = _gemm(gb, rng, x, 6, 1, "fc")
+    t = _bn(gb, rng, t, 1, "bn1")
+    t = _act(gb, "Sigmoid", t, "sigmoid")
+    gb.output(t)
+    assert pairs(lint_proto(gb.model(), "BN002")) == []
+
+
+# ========================================================================================================
+# BN003 missing-batchnorm
+
+
+def test_bn003_sample():
+    assert pairs(lint_sample("bn003_missing_batchnorm.onnx", "BN003")) == [("BN003", "conv2")]
+
+
+def test_bn003_flags_the_unnormalized_block_of_an_mlp():
+    model = mlp(["gemm bn relu", "gemm relu", "gemm bn relu"])
+    assert pairs(lint_proto(model, "BN003")) == [("BN003", "fc2")]
+
+
+@pytest.mark.parametrize("head", ["Softmax", "LogSoftmax", "Sigmoid", None])
+def test_bn003_output_head_is_exempt(head):
+    """Gemm -> Softmax (or Sigmoid, or nothing) at the end needs no BN: that is BN002's side."""
+    assert pairs(lint_proto(mlp(["gemm bn relu", "gemm bn relu"], head=head), "BN003")) == []
+
+
+def test_bn003_classic_mlp_silent():
+    assert pairs(lint_sample("classic_mlp.onnx", "BN003")) == []
+
+
+def test_bn003_silent_without_any_batchnorm():
+    assert pairs(lint_proto(mlp(["gemm relu", "gemm relu", "gemm relu"], bias=True), "BN003")) == []
+
+
+def test_bn003_silent_when_bn_is_consistently_after_the_activation():
+    model = mlp(["gemm relu bn", "gemm relu bn", "gemm tanh dropout bn"], bias=True)
+    assert pairs(lint_proto(model, "BN003")) == []
+
+
+def test_bn003_silent_when_most_blocks_are_unnormalized():
+    """1 of 3 blocks normalized is below min_normalized_fraction (0.5): not a model that normalizes."""
+    model = mlp(["gemm bn relu", "gemm relu", "gemm relu"])
+    assert pairs(lint_proto(model, "BN003")) == []
+
+
+# ========================================================================================================
+# BN004 inconsistent-batchnorm-placement
+
+
+def test_bn004_sample():
+    assert pairs(lint_sample("bn004_inconsistent_placement.onnx", "BN004")) == [("BN004", "bn3")]
+
+
+def test_bn004_silent_when_all_before():
+    assert pairs(lint_proto(mlp(["gemm bn relu", "gemm bn relu", "gemm bn tanh"]), "BN004")) == []
+
+
+def test_bn004_silent_when_all_after():
+    assert pairs(lint_proto(mlp(["gemm relu bn", "gemm relu bn"]), "BN004")) == []
+
+
+def test_bn004_preference_before_flags_after_placed_bn():
+    model = mlp(["gemm relu bn", "gemm relu bn"])
+    findings = lint_proto(model, "BN004", LintOptions(placement="before"))
+    assert pairs(findings) == [("BN004", "bn1"), ("BN004", "bn2")]
+
+
+def test_bn004_preference_after_silent_on_after_placed_bn():
+    model = mlp(["gemm relu bn", "gemm relu bn"])
+    assert pairs(lint_proto(model, "BN004", LintOptions(placement="after"))) == []
+
+
+def test_bn004_preference_after_flags_the_sample_majority():
+    findings = lint_sample("bn004_inconsistent_placement.onnx", "BN004", LintOptions(placement="after"))
+    assert pairs(findings) == [("BN004", "bn1"), ("BN004", "bn2")]
+
+
+# ========================================================================================================
+# BN005 dropout-before-batchnorm
+
+
+def test_bn005_sample():
+    assert pairs(lint_sample("bn005_dropout_before_batchnorm.onnx", "BN005")) == [("BN005", "bn1")]
+
+
+def test_bn005_silent_when_dropout_follows_bn():
+    assert pairs(lint_proto(mlp(["gemm bn relu dropout", "gemm bn relu dropout"]), "BN005")) == []
+
+
+def test_bn005_classic_mlp_silent():
+    """Dropout -> Dense -> BN: the Dense sits between, the dropout does not feed the BN."""
+    assert pairs(lint_sample("classic_mlp.onnx", "BN005")) == []
+
+
+# ========================================================================================================
+# BN006 batchnorm-in-training-mode
+
+
+def test_bn006_sample():
+    assert pairs(lint_sample("bn006_batchnorm_in_training_mode.onnx", "BN006")) == [("BN006", "bn1")]
+
+
+def test_bn006_training_mode_sample_with_running_stat_outputs():
+    path = SAMPLES / "training_mode_bn.onnx"
+    findings = lint_model(load_model(path), str(path), codes=frozenset({"BN006"}))
+    assert pairs(findings) == [("BN006", "bn1")]
+
+
+@pytest.mark.parametrize("opset,training_mode", [(17, None), (15, 0)])
+def test_bn006_silent_on_inference_bn(opset, training_mode):
+    rng = make_rng(8)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1")
+    attrs = {} if training_mode is None else {"training_mode": training_mode}
+    t = _bn(gb, rng, t, 4, "bn1", **attrs)
+    assert pairs(lint_proto(_finish(gb, _act(gb, "Relu", t, "relu1"), opset=opset), "BN006")) == []
+
+
+def _opset9_bn(use_running_mean: bool) -> onnx.ModelProto:
+    rng = make_rng(9)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1")
+    stats = bn_stats(rng, 4)
+    params = [gb.init(f"bn1_{k}", stats[k]) for k in ("scale", "bias", "mean", "var")]
+    # BatchNormalization-9 has 1 or 5 outputs: Y, running mean, running var, saved mean, saved var.
+    outputs = ["bn1_out", "bn1_running_mean", "bn1_running_var", "bn1_saved_mean", "bn1_saved_var"]
+    gb.node("BatchNormalization", [t, *params], outputs, name="bn1")
+    t = _act(gb, "Relu", "bn1_out", "relu1")
+    gb.output(t)
+    if use_running_mean:
+        gb.output("bn1_running_mean", FLOAT, [4])
+    return gb.model(opset=9)
+
+
+def test_bn006_opset9_running_mean_output_used():
+    assert pairs(lint_proto(_opset9_bn(use_running_mean=True), "BN006")) == [("BN006", "bn1")]
+
+
+def test_bn006_opset9_unused_running_mean_output_silent():
+    assert pairs(lint_proto(_opset9_bn(use_running_mean=False), "BN006")) == []
+
+
+# ========================================================================================================
+# BN007 untrained-batchnorm-statistics
+
+
+def test_bn007_sample():
+    assert pairs(lint_sample("bn007_untrained_statistics.onnx", "BN007")) == [("BN007", "bn1")]
+
+
+def _conv_bn_with(stats: dict[str, np.ndarray], *, seed: int = 10, conv_dtype=np.float32, opset: int = 17,
+                  epsilon: float | None = None) -> onnx.ModelProto:
+    rng = make_rng(seed)
+    gb = GraphBuilder()
+    elem = FLOAT16 if conv_dtype == np.float16 else FLOAT
+    t = _conv(gb, rng, _image_input(gb, elem=elem), 3, 4, "conv1", dtype=conv_dtype)
+    t = gb.bn(t, stats, name="bn1", epsilon=epsilon)
+    return _finish(gb, _act(gb, "Relu", t, "relu1"), opset=opset)
+
+
+def _stats(**overrides) -> dict[str, np.ndarray]:
+    stats = bn_stats(make_rng(11), 4)
+    for key, value in overrides.items():
+        stats[key] = np.asarray(value, dtype=np.float32).reshape(-1).repeat(4 // np.size(value))
+    return stats
+
+
+def test_bn007_in_code_positive():
+    assert pairs(lint_proto(_conv_bn_with(_stats(mean=0.0, var=1.0)), "BN007")) == [("BN007", "bn1")]
+
+
+def test_bn007_silent_with_trained_statistics():
+    assert pairs(lint_proto(_conv_bn_with(_stats()), "BN007")) == []
+
+
+def test_bn007_silent_with_mean_0_but_var_2():
+    assert pairs(lint_proto(_conv_bn_with(_stats(mean=0.0, var=2.0)), "BN007")) == []
+
+
+def test_bn007_silent_when_only_some_channels_are_0_1():
+    stats = _stats(mean=[0.0, 0.0, 0.3, 0.0], var=[1.0, 1.0, 1.0, 1.0])
+    assert pairs(lint_proto(_conv_bn_with(stats), "BN007")) == []
+
+
+# ========================================================================================================
+# BN008 degenerate-batchnorm-statistics
+
+
+def test_bn008_sample():
+    assert pairs(lint_sample("bn008_degenerate_statistics.onnx", "BN008")) == [("BN008", "bn1")]
+
+
+def test_bn008_silent_with_huge_scale_that_fits_fp32():
+    model = _conv_bn_with(_stats(scale=1e4, var=1e-8))
+    assert pairs(lint_proto(model, "BN008")) == []
+
+
+def test_bn008_silent_with_zero_variance():
+    """var = 0 is a dead channel, not degenerate: epsilon keeps the scale finite."""
+    assert pairs(lint_proto(_conv_bn_with(_stats(var=[1.0, 0.0, 1.0, 1.0])), "BN008")) == []
+
+
+def test_bn008_fp16_weights_overflow_when_folded():
+    """gamma 1e4 / sqrt(1e-8 + 1e-5) ~ 3e6 times fp16 weights: far beyond fp16's 65504."""
+    model = _conv_bn_with(_stats(scale=1e4, var=1e-8), conv_dtype=np.float16, opset=15)
+    findings = lint_proto(model, "BN008")
+    assert pairs(findings) == [("BN008", "bn1")]
+    assert "overflow" in findings[0].message.lower() or "huge" in findings[0].message.lower()
+
+
+def test_bn008_negative_variance():
+    assert pairs(lint_proto(_conv_bn_with(_stats(var=[1.0, -0.5, 1.0, 1.0])), "BN008")) == [("BN008", "bn1")]
+
+
+def test_bn008_nan_gamma():
+    assert pairs(lint_proto(_conv_bn_with(_stats(scale=[1.0, np.nan, 1.0, 1.0])), "BN008")) == [("BN008", "bn1")]
+
+
+def test_bn008_inf_beta():
+    assert pairs(lint_proto(_conv_bn_with(_stats(bias=[np.inf, 0.0, 0.0, 0.0])), "BN008")) == [("BN008", "bn1")]
+
+
+# ========================================================================================================
+# BN009 unfolded-batchnorm
+
+
+def test_bn009_sample():
+    assert pairs(lint_sample("bn009_unfolded_batchnorm.onnx", "BN009")) == [("BN009", "bn1"), ("BN009", "bn2")]
+
+
+def test_bn009_silent_after_fold():
+    model = load_model(LINT_SAMPLES / "bn009_unfolded_batchnorm.onnx")
+    fold_model(model)
+    assert lint_model(model, "folded.onnx", codes=frozenset({"BN009"})) == []
+
+
+def test_bn009_training_mode_bn_is_not_foldable():
+    assert pairs(lint_sample("bn006_batchnorm_in_training_mode.onnx", "BN009")) == []
+    rng = make_rng(12)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1")
+    stats = bn_stats(rng, 4)
+    params = [gb.init(f"bn1_{k}", stats[k]) for k in ("scale", "bias", "mean", "var")]
+    gb.node("BatchNormalization", [t, *params], ["bn1_out", "bn1_rm", "bn1_rv"], name="bn1", training_mode=1)
+    model = _finish(gb, _act(gb, "Relu", "bn1_out", "relu1"), opset=15)
+    assert pairs(lint_proto(model, "BN009")) == []
+
+
+def test_bn009_bn_after_relu_feeding_padded_conv_is_not_foldable():
+    rng = make_rng(13)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1", bias=True)
+    t = _act(gb, "Relu", t, "relu1")
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = _conv(gb, rng, t, 4, 4, "conv2", pad=1)
+    assert pairs(lint_proto(_finish(gb, t), "BN009")) == []
+
+
+def test_bn009_degenerate_bn_is_not_foldable():
+    assert pairs(lint_sample("bn008_degenerate_statistics.onnx", "BN009")) == []
+
+
+# ========================================================================================================
+# BN010 consecutive-batchnorm
+
+
+def test_bn010_sample():
+    assert pairs(lint_sample("bn010_consecutive_batchnorm.onnx", "BN010")) == [("BN010", "bn2")]
+
+
+def test_bn010_silent_with_relu_between():
+    rng = make_rng(14)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1")
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = _act(gb, "Relu", t, "relu1")
+    t = _bn(gb, rng, t, 4, "bn2")
+    assert pairs(lint_proto(_finish(gb, t), "BN010")) == []
+
+
+def test_bn010_silent_with_conv_between():
+    rng = make_rng(15)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1")
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = _conv(gb, rng, t, 4, 4, "conv2")
+    t = _bn(gb, rng, t, 4, "bn2")
+    assert pairs(lint_proto(_finish(gb, t), "BN010")) == []
+
+
+# ========================================================================================================
+# BN011 batchnorm-on-model-input
+
+
+def test_bn011_sample():
+    assert pairs(lint_sample("bn011_batchnorm_on_model_input.onnx", "BN011")) == [("BN011", "bn_input")]
+
+
+def test_bn011_silent_after_a_conv():
+    rng = make_rng(16)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1")
+    t = _bn(gb, rng, t, 4, "bn1")
+    assert pairs(lint_proto(_finish(gb, t), "BN011")) == []
+
+
+def test_bn011_after_reshape_of_an_input():
+    rng = make_rng(17)
+    gb = GraphBuilder()
+    x = gb.input("X", FLOAT, [2, 12])
+    t = gb.node("Reshape", [x, gb.init("shape", np.array([2, 3, 4], dtype=np.int64))], name="reshape")
+    t = _bn(gb, rng, t, 3, "bn1")
+    assert pairs(lint_proto(_finish(gb, t), "BN011")) == [("BN011", "bn1")]
+
+
+def test_bn011_silent_on_a_second_bn_after_an_input_bn():
+    """Only the BN that reads the input is 'on the input'."""
+    rng = make_rng(18)
+    gb = GraphBuilder()
+    t = _bn(gb, rng, _image_input(gb), 3, "bn1")
+    t = _act(gb, "Relu", t, "relu1")
+    t = _bn(gb, rng, t, 3, "bn2")
+    assert pairs(lint_proto(_finish(gb, t), "BN011")) == [("BN011", "bn1")]
+
+
+# ========================================================================================================
+# BN012 overridable-batchnorm-parameters
+
+
+def test_bn012_sample():
+    assert pairs(lint_sample("bn012_overridable_parameters.onnx", "BN012")) == [("BN012", "bn1")]
+
+
+def test_bn012_sample_is_ir8_with_bn_params_as_inputs():
+    proto = onnx.load(str(LINT_SAMPLES / "bn012_overridable_parameters.onnx"))
+    assert proto.ir_version >= 4
+    bn = next(n for n in proto.graph.node if n.op_type == "BatchNormalization")
+    assert set(bn.input[1:5]) <= {i.name for i in proto.graph.input}
+
+
+def _conv_bn(rng_seed: int = 19) -> GraphBuilder:
+    rng = make_rng(rng_seed)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1")
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = _act(gb, "Relu", t, "relu1")
+    gb.output(t)
+    return gb
+
+
+def test_bn012_silent_with_plain_initializers():
+    assert pairs(lint_proto(_conv_bn().model(), "BN012")) == []
+
+
+def test_bn012_silent_on_ir_version_3():
+    """Before IR 4 every initializer had to be a graph input: that is not an override point."""
+    model = _conv_bn().model(opset=7, ir_version=3, initializers_as_inputs=True)
+    assert pairs(lint_proto(model, "BN012")) == []
+
+
+def test_bn012_initializers_as_inputs_on_ir_version_8():
+    model = _conv_bn().model(initializers_as_inputs=True)
+    assert pairs(lint_proto(model, "BN012")) == [("BN012", "bn1")]
+
+
+def test_bn012_only_the_conv_weight_is_an_input():
+    """'or the weights before it': the Conv weight an initializer that is also a graph input."""
+    proto = _conv_bn().model()
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("conv1_W", FLOAT, [4, 3, 3, 3]))
+    onnx.checker.check_model(proto, full_check=True)
+    assert pairs(lint_proto(proto, "BN012")) == [("BN012", "bn1")]
+
+
+def test_bn012_silent_on_bn_after_add_of_two_model_inputs():
+    """The second Add input is data, not a weight: nothing here could have been an initializer."""
+    rng = make_rng(20)
+    gb = GraphBuilder()
+    a = gb.input("A", FLOAT, [2, 3, 8, 8])
+    b = gb.input("B", FLOAT, [2, 3, 8, 8])
+    t = gb.node("Add", [a, b], name="add")
+    t = _bn(gb, rng, t, 3, "bn1")
+    assert pairs(lint_proto(_finish(gb, t), "BN012")) == []
+
+
+# ========================================================================================================
+# shared behaviour: suppression, Keras layer names, messages, node labels
+
+
+def _two_biased_conv_blocks(ignore_on: str | None, ignore: str = "BN001") -> onnx.ModelProto:
+    rng = make_rng(21)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1", bias=True)
+    t = _bn(gb, rng, t, 4, "bn1")
+    t = _act(gb, "Relu", t, "relu1")
+    t = _conv(gb, rng, t, 4, 4, "conv2", bias=True)
+    t = _bn(gb, rng, t, 4, "bn2")
+    t = _act(gb, "Relu", t, "relu2")
+    if ignore_on is not None:
+        node = next(n for n in gb.nodes if n.name == ignore_on)
+        entry = node.metadata_props.add()
+        entry.key, entry.value = IGNORE_KEY, ignore
+    return _finish(gb, t)
+
+
+def test_ignore_metadata_suppresses_only_that_code_on_that_node():
+    assert pairs(lint_proto(_two_biased_conv_blocks(None))) == [
+        ("BN001", "conv1"), ("BN001", "conv2"), ("BN009", "bn1"), ("BN009", "bn2")]
+    assert pairs(lint_proto(_two_biased_conv_blocks("conv1"))) == [
+        ("BN001", "conv2"), ("BN009", "bn1"), ("BN009", "bn2")]
+
+
+def test_ignore_metadata_on_another_code_does_not_suppress_bn001():
+    assert pairs(lint_proto(_two_biased_conv_blocks("conv1", ignore="BN009"), "BN001")) == [
+        ("BN001", "conv1"), ("BN001", "conv2")]
+
+
+@pytest.mark.parametrize("ignore", ["BN009", "bn009", "BN001, BN009", "BN00", "ALL"])
+def test_ignore_metadata_lists_prefixes_and_all(ignore):
+    findings = lint_proto(_two_biased_conv_blocks("bn1", ignore=ignore), "BN009")
+    assert pairs(findings) == [("BN009", "bn2")]
+
+
+def test_keras_layer_metadata_shows_up_in_findings():
+    model = _two_biased_conv_blocks(None)
+    for node in model.graph.node:
+        if node.name in ("conv1", "bn2"):
+            entry = node.metadata_props.add()
+            entry.key, entry.value = KERAS_LAYER_KEY, f"keras_{node.name}"
+    layers = {(f.code, f.node): f.keras_layer for f in lint_proto(model)}
+    assert layers == {("BN001", "conv1"): "keras_conv1", ("BN001", "conv2"): None,
+                      ("BN009", "bn1"): None, ("BN009", "bn2"): "keras_bn2"}
+
+
+def test_classic_mlp_findings_carry_keras_layer_names():
+    layers = [(f.code, f.node, f.keras_layer) for f in lint_sample("classic_mlp.onnx")]
+    assert layers == [
+        ("BN001", "fc1", "dense"), ("BN001", "fc2", "dense_1"), ("BN001", "fc3", "dense_2"),
+        ("BN002", "bn3", "batch_normalization_2"),
+        ("BN009", "bn1", "batch_normalization"), ("BN009", "bn2", "batch_normalization_1"),
+        ("BN009", "bn3", "batch_normalization_2"),
+    ]
+
+
+ALL_SAMPLE_PATHS = sorted(SAMPLES.rglob("*.onnx"))
+
+
+@pytest.mark.parametrize("path", ALL_SAMPLE_PATHS, ids=[str(p.relative_to(SAMPLES)) for p in ALL_SAMPLE_PATHS])
+def test_every_finding_is_complete(path):
+    findings = lint_model(load_model(path), str(path))
+    for f in findings:
+        rule = RULES[f.code]
+        assert (f.name, f.severity) == (rule.name, rule.severity)
+        assert f.path == str(path)
+        assert f.node and f.op_type
+        assert f.message.strip() and f"'{f.node}'" in f.message, f
+        assert f.fix.strip(), f
+        assert "\n" not in f.message and "\n" not in f.fix, "message and fix are one line"
+
+
+def test_every_rule_has_a_sample_that_shows_it():
+    shown = set()
+    for path in sorted(LINT_SAMPLES.glob("bn0*.onnx")):
+        code = "BN" + path.name[2:5]
+        assert code in RULES
+        findings = lint_model(load_model(path), str(path), codes=frozenset({code}))
+        assert findings, f"{path.name} shows no {code}"
+        shown.add(code)
+    assert shown == set(RULES)
+
+
+def test_unnamed_node_falls_back_to_first_output_name():
+    rng = make_rng(22)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 4, "conv1", bias=True)
+    t = _bn(gb, rng, t, 4, "bn1")
+    model = _finish(gb, t)
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "BatchNormalization"):
+            node.name = ""
+    conv_out = next(n for n in model.graph.node if n.op_type == "Conv").output[0]
+    bn_out = next(n for n in model.graph.node if n.op_type == "BatchNormalization").output[0]
+    findings = lint_proto(model)
+    assert pairs(findings) == [("BN001", conv_out), ("BN009", bn_out)]
+    assert all(f"'{f.node}'" in f.message for f in findings)
+
+
+def test_findings_come_in_rule_then_graph_order():
+    findings = lint_sample("classic_mlp.onnx")
+    codes = [f.code for f in findings]
+    assert codes == sorted(codes)
