@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from helpers import FLOAT, FLOAT16, GraphBuilder, bn_stats, make_rng, weights
+from helpers import BOOL, FLOAT, FLOAT16, INT64, GraphBuilder, bn_stats, make_rng, weights
 
 from bnfold.fold import fold_model
 from bnfold.io import load_model
@@ -169,6 +169,17 @@ def test_bn001_not_when_the_matmul_output_feeds_another_node():
     t = gb.node("Add", [m, gb.init("Bias", rng.normal(0, 0.1, 4).astype(np.float32))], name="bias_add")
     t = _bn(gb, rng, t, 4, "bn1")
     t = gb.node("Add", [t, m], name="skip")
+    assert pairs(lint_proto(_finish(gb, t), "BN001")) == []
+
+
+def test_bn001_not_for_gemm_with_beta_0():
+    """Gemm computes alpha*A*B + beta*C: with beta=0 the C input adds nothing, there is no bias to drop."""
+    rng = make_rng(23)
+    gb = GraphBuilder()
+    x = gb.input("X", FLOAT, [2, 6])
+    c = gb.init("C", rng.normal(0.0, 0.1, 4).astype(np.float32))
+    t = gb.node("Gemm", [x, gb.init("W", weights(rng, [6, 4])), c], name="gemm", beta=0.0)
+    t = _bn(gb, rng, t, 4, "bn1")
     assert pairs(lint_proto(_finish(gb, t), "BN001")) == []
 
 
@@ -517,6 +528,27 @@ def test_bn011_after_reshape_of_an_input():
     assert pairs(lint_proto(_finish(gb, t), "BN011")) == [("BN011", "bn1")]
 
 
+def test_bn011_silent_on_a_loop_body_input():
+    """A Loop body's inputs are the loop-carried values of each iteration, not model inputs."""
+    rng = make_rng(24)
+    body = GraphBuilder("body")
+    body.input("i", INT64, [])
+    body.input("cond_in", BOOL, [])
+    body.input("v_in", FLOAT, [2, 3, 4, 4])
+    body.node("Identity", ["cond_in"], "cond_out", name="cond_id")
+    body.bn("v_in", bn_stats(rng, 3), name="loop_bn", out="v_out")
+    body.output("cond_out", BOOL, [])
+    body.output("v_out", FLOAT, [2, 3, 4, 4])
+    gb = GraphBuilder()
+    x = gb.input("X", FLOAT, [2, 3, 4, 4])
+    t = gb.node("Conv", [x, gb.init("W", weights(rng, [3, 3, 1, 1]))], name="conv", kernel_shape=[1, 1])
+    gb.init("trip", np.array(2, dtype=np.int64))
+    gb.init("cond", np.array(True))
+    gb.node("Loop", ["trip", "cond", t], ["Y"], name="loop", body=body.graph())
+    gb.output("Y", FLOAT, [2, 3, 4, 4])
+    assert pairs(lint_proto(gb.model(), "BN011")) == []
+
+
 def test_bn011_silent_on_a_second_bn_after_an_input_bn():
     """Only the BN that reads the input is 'on the input'."""
     rng = make_rng(18)
@@ -571,6 +603,20 @@ def test_bn012_only_the_conv_weight_is_an_input():
     """'or the weights before it': the Conv weight an initializer that is also a graph input."""
     proto = _conv_bn().model()
     proto.graph.input.append(onnx.helper.make_tensor_value_info("conv1_W", FLOAT, [4, 3, 3, 3]))
+    onnx.checker.check_model(proto, full_check=True)
+    assert pairs(lint_proto(proto, "BN012")) == [("BN012", "bn1")]
+
+
+def test_bn012_matmul_weight_behind_its_bias_add_is_an_input():
+    """MatMul + Add is one linear layer (as in BN001): its weight being overridable counts too."""
+    rng = make_rng(25)
+    gb = GraphBuilder()
+    x = gb.input("X", FLOAT, [2, 6])
+    t = gb.node("MatMul", [x, gb.init("W", weights(rng, [6, 4]))], name="matmul")
+    t = gb.node("Add", [t, gb.init("Bias", rng.normal(0, 0.1, 4).astype(np.float32))], name="bias_add")
+    t = _bn(gb, rng, t, 4, "bn1")
+    proto = _finish(gb, t)
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("W", FLOAT, [6, 4]))
     onnx.checker.check_model(proto, full_check=True)
     assert pairs(lint_proto(proto, "BN012")) == [("BN012", "bn1")]
 
