@@ -17,7 +17,8 @@ def _bias_owner(ctx: LintContext, bn):
     if is_op(node, frozenset({"Conv", "ConvTranspose"})) and len(node.inputs) > 2 and node.inputs[2] is not None:
         return node, "bias B"
     if is_op(node, frozenset({"Gemm"})) and len(node.inputs) > 2 and node.inputs[2] is not None:
-        return node, "bias C"
+        beta = node.attributes.get("beta")
+        return None if beta is not None and beta.value == 0 else (node, "bias C")
     if is_bias_add(node, ctx.consts):
         data = next(v for v in node.inputs if ctx.consts.resolve(v) is None)
         if len(data.uses()) == 1 and not data.is_graph_output() and is_layer(data.producer(), ctx.consts):

@@ -15,7 +15,9 @@ def check(ctx: LintContext):
         data = bn.inputs[0]
         while is_op(data.producer(), LAYOUT_NEUTRAL) and data.producer().inputs[0] is not None:
             data = data.producer().inputs[0]
-        if data.producer() is None and data.is_graph_input() and not data.is_initializer():
+        # A subgraph's own inputs (a Loop's carried values) are not model inputs.
+        if (data.producer() is None and data.is_graph_input() and not data.is_initializer()
+                and data.graph is ctx.model.graph):
             yield ctx.finding(
                 RULE, graph, bn,
                 f"BatchNormalization '{node_label(bn)}' normalizes the model input '{data.name}' with learned "
