@@ -40,8 +40,11 @@ def lint_file(path: Path, codes: frozenset[str], options) -> list[Finding]:
     return lint_model(load_model(path), str(path), codes=codes, options=options)
 
 
-def _lint_all(files: list[Path], codes: frozenset[str], options, jobs: int) -> tuple[list[Finding], list[str]]:
+def _lint_all(files: list[Path], codes: frozenset[str], options,
+              jobs: int) -> tuple[list[Finding], list[Path], list[str]]:
+    """Findings, the files that were actually checked, and one error line per file that could not be."""
     findings: list[Finding] = []
+    checked: list[Path] = []
     errors: list[str] = []
     if jobs > 1 and len(files) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -49,12 +52,13 @@ def _lint_all(files: list[Path], codes: frozenset[str], options, jobs: int) -> t
             outcomes = [_outcome(future.result) for future in futures]
     else:
         outcomes = [_outcome(lambda f=f: lint_file(f, codes, options)) for f in files]
-    for result, error in outcomes:
+    for path, (result, error) in zip(files, outcomes):
         if error is not None:
             errors.append(error)
         else:
+            checked.append(path)
             findings.extend(result)
-    return findings, errors
+    return findings, checked, errors
 
 
 def _outcome(call):
@@ -78,7 +82,7 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
     config = load_config(start, config_file=config_file, isolated=isolated)
     codes = config.rule_codes(select=list(select) or None, ignore=ignore, extend_select=extend_select)
     files = discover(paths)
-    findings, errors = _lint_all(files, codes, config.options(), jobs)
+    findings, checked, errors = _lint_all(files, codes, config.options(), jobs)
     findings = apply(findings, config, codes)
     hidden = 0
     if baseline is not None:
@@ -86,11 +90,13 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
     if write_baseline is not None:
         save_baseline(write_baseline, findings)
         click.echo(f"wrote {len(findings)} findings to baseline {write_baseline}", err=True)
-    text = report.render(findings, fmt, rules=RULES, files=[str(f) for f in files], statistics=statistics)
-    if output is not None:
-        write_text_atomic(output, text)
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
+    # A clean report over unreadable files would read as "all checks passed": with errors, only findings.
+    if checked or not errors:
+        text = report.render(findings, fmt, rules=RULES, files=[str(f) for f in checked], statistics=statistics)
+        if output is not None:
+            write_text_atomic(output, text)
+        else:
+            click.echo(text, nl=not text.endswith("\n"))
     if hidden:
         click.echo(f"{hidden} findings hidden by baseline {baseline}", err=True)
     for error in errors:

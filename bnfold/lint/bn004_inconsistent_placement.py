@@ -21,12 +21,13 @@ def check(ctx: LintContext):
             return
         # Flag the minority; on a tie, the original paper's placement (before the activation) wins.
         preferred = "before" if counts["before"] >= counts["after"] else "after"
+    why = (f"the configured placement is '{preferred}'" if ctx.options.placement
+           else f"{counts[preferred]} BatchNormalization in this model are placed {preferred} it")
     for graph, bn, side in placed:
         if side != preferred:
             yield ctx.finding(
                 RULE, graph, bn,
-                f"BatchNormalization '{node_label(bn)}' is placed {side} its activation; {counts[preferred]} "
-                f"BatchNormalization in this model are placed {preferred} it",
+                f"BatchNormalization '{node_label(bn)}' is placed {side} its activation; {why}",
                 f"move it {preferred} the activation so every block normalizes the same way "
                 "(or set placement in [tool.bnfold.lint])",
             )
