@@ -164,7 +164,7 @@ def test_readme_lists_every_rule():
     readme = (RULES_DIR / "README.md").read_text(encoding="utf-8")
     rows = [line for line in readme.splitlines() if re.match(r"\| \[BN\d{3}\]", line)]
     assert len(rows) == len(RULES) == 12
-    for row, code in zip(rows, CODES):
+    for row, code in zip(rows, CODES, strict=True):
         rule = RULES[code]
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[:3] == [f"[{code}]({rule.page})", rule.name, rule.severity]
