@@ -95,7 +95,7 @@ class StagedModel:
             if external_data:
                 ir.save(model, self.path, external_data=self.data_name)
             else:
-                onnx.save(ir.to_proto(model), str(self.path))
+                _save_single_file(model, self.path)
         except Exception:
             self.discard()
             raise
@@ -140,6 +140,41 @@ def check_destination(model_in: Path, external_files: list[Path], model_out: Pat
                               f"choose another OUT{hint}")
 
 
+class TensorSpill:
+    """A scratch data file beside the output for folded weights of an external-data model: each one is
+    written out as soon as it is computed and read back (memory-mapped) only while the output is saved,
+    so a model larger than memory folds in memory proportional to its largest tensor."""
+
+    # Smaller tensors (biases) are not worth a file round trip.
+    MIN_BYTES = 1 << 20
+
+    def __init__(self, folder: Path) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix=".bnfold-spill.", dir=folder))
+        self._path = self._dir / "folded.data"
+        self._file = open(self._path, "wb")
+
+    def store(self, array, name: str, dtype):
+        import onnx_ir as ir
+
+        if array.nbytes < self.MIN_BYTES:
+            return ir.Tensor(array, dtype=dtype, name=name)
+        offset = self._file.tell()
+        array.tofile(self._file)
+        self._file.flush()
+        return ir.ExternalTensor(self._path.name, offset, array.nbytes, dtype, shape=ir.Shape(array.shape),
+                                 name=name, base_dir=str(self._dir))
+
+    def close(self) -> None:
+        self._file.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "TensorSpill":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -152,3 +187,30 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _save_single_file(model, path: Path) -> None:
+    """onnx.save(ir.to_proto(model)) without a second in-memory copy of every weight.
+
+    The graph is serialized without its initializers, then each initializer is appended as its own
+    ModelProto{graph{initializer}} fragment: protobuf merges repeated fields of a repeated message field
+    by appending, so the file parses to the same model while only one tensor is ever copied at a time.
+    """
+    import onnx_ir as ir
+
+    graph = model.graph
+    initializers = list(graph.initializers.values())
+    graph.initializers.clear()
+    try:
+        skeleton = ir.to_proto(model).SerializeToString()
+    finally:
+        for value in initializers:
+            graph.register_initializer(value)
+    with open(path, "wb") as handle:
+        handle.write(skeleton)
+        for value in initializers:
+            fragment = onnx.ModelProto()
+            tensor = fragment.graph.initializer.add()
+            tensor.CopyFrom(ir.serde.serialize_tensor(value.const_value))
+            tensor.name = value.name
+            handle.write(fragment.SerializeToString())

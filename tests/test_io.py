@@ -329,3 +329,33 @@ def test_load_model_keeps_external_data_lazy(tmp_path):
     single = tmp_path / "s.onnx"
     onnx.save(conv_bn_model(), str(single))
     assert not io.has_external_data(io.load_model(single))
+
+
+def test_large_external_weights_are_spilled_and_folded(tmp_path):
+    """A weight above TensorSpill.MIN_BYTES goes through the scratch file: same outputs, no scratch left."""
+    rng = np.random.default_rng(3)
+    cin, cout = 256, 256  # 256*256*3*3 fp32 = 2.25 MiB
+    w = (rng.normal(size=(cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+    stats = [rng.uniform(0.5, 1.5, cout), rng.normal(0, 0.1, cout), rng.normal(0, 0.5, cout),
+             rng.uniform(0.5, 2.0, cout)]
+    inits = [numpy_helper.from_array(w, "W")] + [
+        numpy_helper.from_array(a.astype(np.float32), n) for a, n in zip(stats, ["s", "b", "m", "v"])]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = tmp_path / "big.onnx"
+    save_external(model, src)
+    out = tmp_path / "big.folded.onnx"
+
+    result = invoke("fold", src, out)
+
+    assert result.exit_code == 0, result.output
+    assert bn_count(out) == 0
+    assert external_locations(out)["W"] == "big.folded.onnx.data"
+    x = {"x": rng.normal(size=(1, cin, 4, 4)).astype(np.float32)}
+    assert_outputs_equal(run_model(out, x), run_model(src, x))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bnfold-spill")]

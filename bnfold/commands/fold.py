@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -28,7 +29,6 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
              seed: int, rtol: float | None, atol: float | None) -> bool:
     """Returns False when verification failed (exit 1); raises BnfoldError for user errors (exit 2)."""
     from bnfold import io
-    from bnfold.fold import fold_model
 
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
     # Progress only for a person watching: CI logs and pipes get the summary alone.
@@ -42,7 +42,24 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
         io.check_destination(model_in, data_files, model_out, in_place=in_place)
     external = io.has_external_data(model)
     progress("folding")
-    result = fold_model(model, strict_inputs=strict_inputs)
+    # An external-data model may not fit in memory: its folded weights go to a scratch file as computed.
+    spill = io.TensorSpill(model_out.parent) if external and not dry_run else contextlib.nullcontext()
+    with spill:
+        return _fold_and_write(model, model_in, model_out, spill, dry_run=dry_run, report_path=report_path,
+                               strict_inputs=strict_inputs, verify=verify, force=force, shapes=shapes,
+                               inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol,
+                               external=external, progress=progress)
+
+
+def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: bool, report_path: Path | None,
+                    strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None,
+                    batches: int, seed: int, rtol: float | None, atol: float | None, external: bool,
+                    progress) -> bool:
+    from bnfold import io
+    from bnfold.fold import fold_model
+
+    echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
+    result = fold_model(model, strict_inputs=strict_inputs, store=getattr(spill, "store", None))
     if dry_run or result.folded:
         for line in _plan_lines(result):
             echo(line)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from bnfold.fold.analysis import GraphAnalysis, analyze_graph
+from bnfold.fold.analysis import GraphAnalysis, analyze_graph, finalize
 from bnfold.fold.constants import ConstantResolver
 from bnfold.fold.result import Decision, FoldResult
 from bnfold.fold.rewrite import Names, Rewriter
@@ -33,16 +33,21 @@ def analyze_model(model: ir.Model, *, strict_inputs: bool = False) -> list[Decis
     """What fold_model would do to each BatchNormalization and affine op, without changing the model."""
     analyses, shapes = _analyze(model, strict_inputs)
     shapes.restore()
+    for analysis in analyses:
+        finalize(analysis)
     return [d for a in analyses for d in a.decisions]
 
 
-def fold_model(model: ir.Model, *, strict_inputs: bool = False) -> FoldResult:
-    """Fold every foldable BatchNormalization / affine op in `model` (in place) and say what happened."""
+def fold_model(model: ir.Model, *, strict_inputs: bool = False, store=None) -> FoldResult:
+    """Fold every foldable BatchNormalization / affine op in `model` (in place) and say what happened.
+
+    `store(array, name, dtype) -> tensor` makes the new weight tensors (default: in memory; bnfold.io's
+    TensorSpill keeps them in a file for models larger than memory)."""
     before = _count_nodes(model)
     analyses, shapes = _analyze(model, strict_inputs)
     # Shapes inferred for the analysis go before rewriting: values the rewrite moves keep their own info.
     shapes.restore()
-    rewriter = Rewriter(Names(model), model)
+    rewriter = Rewriter(Names(model), model, store)
     for analysis in analyses:
         rewriter.apply(analysis)
     return FoldResult(

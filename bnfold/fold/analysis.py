@@ -8,6 +8,7 @@ Flatten/Reshape (channel -> feature) and MaxPool (when every scale is > 0).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,7 @@ class Plan:
     # Where the chain's channels are, and how many partner features each one spreads over (Flatten).
     layout: Layout
     spread: int = 1
+    decisions: list[R.Decision] = field(default_factory=list)
 
 
 @dataclass
@@ -190,55 +192,48 @@ class _Analyzer:
         if bias_add and n_back <= 1:
             # MatMul + Add(bias) alone is an ordinary linear layer, not something to fold.
             n_back, back_refusal = 0, back_refusal or Refusal(R.NO_LINEAR_NEIGHBOUR)
+        back_plan = None
         if n_back:
-            n_back = self.apply(Plan(R.BACKWARD, back_partner, chain[:n_back], [], back_partner.output_layout()))
-            if n_back == 0:
-                back_refusal = Refusal(R.OVERFLOW, back_partner.overflow_detail)
+            back_plan = Plan(R.BACKWARD, back_partner, chain[:n_back], [], back_partner.output_layout())
+            self.apply(back_plan)
         start, fwd_plan, fwd_refusal = self.forward(chain[n_back:]) if n_back < len(chain) else (0, None, None)
         start += n_back
-        fwd_partner = None if fwd_plan is None else fwd_plan.partner
-        if fwd_plan is not None and not self.apply(fwd_plan):
-            fwd_refusal, start = Refusal(R.OVERFLOW, fwd_partner.overflow_detail), len(chain)
+        if fwd_plan is not None:
+            self.apply(fwd_plan)
         for i, affine in enumerate(chain):
             if i == 0 and bias_add:
                 continue
             if i < n_back:
-                self.decide(affine, R.FOLDED, R.BACKWARD, back_partner)
+                back_plan.decisions.append(self.decide(affine, R.FOLDED, R.BACKWARD, back_partner))
             elif i >= start:
-                self.decide(affine, R.FOLDED, R.FORWARD, fwd_partner)
+                fwd_plan.decisions.append(self.decide(affine, R.FOLDED, R.FORWARD, fwd_plan.partner))
             else:
                 refusal = _pick(back_refusal, fwd_refusal)
                 if chain_has_bn(chain) or refusal.reason not in _GENERIC + (R.NON_CONSTANT_PARAMETERS,):
                     self.decide(affine, R.SKIPPED, refusal=refusal)
 
-    def apply(self, plan: Plan) -> int:
-        """Fold the plan into the partner's working weights; 0 if the result would overflow."""
+    def apply(self, plan: Plan) -> None:
+        """Fold the plan into the partner (pending until finalize checks the result fits the dtype)."""
         layout = plan.layout
         pairs = [a.per_channel(layout.rank, layout.axis, layout.channels) for a in plan.chain]
         s, t = compose(pairs, layout.channels)
         if plan.spread > 1:
             s, t = np.repeat(s, plan.spread), np.repeat(t, plan.spread)
-        partner = plan.partner
-        state = partner.snapshot()
-        (partner.fold_backward if plan.direction == R.BACKWARD else partner.fold_forward)(s, t)
-        detail = partner.overflow()
-        if detail is not None:
-            partner.restore(state)
-            partner.overflow_detail = detail
-            return 0
+        (plan.partner.fold_backward if plan.direction == R.BACKWARD else plan.partner.fold_forward)(s, t)
         self.out.plans.append(plan)
-        return len(plan.chain)
 
     def decide(self, affine: Affine, outcome: str, direction: str | None = None, partner: Partner | None = None,
-               refusal: Refusal | None = None) -> None:
-        self.out.decisions.append(R.Decision(
+               refusal: Refusal | None = None) -> R.Decision:
+        decision = R.Decision(
             node=node_label(affine.node), op_type=affine.node.op_type, outcome=outcome, direction=direction,
             partner=None if partner is None else node_label(partner.node),
             partner_op=None if partner is None else partner.op,
             reason=None if refusal is None else refusal.reason,
             detail=_describe(outcome, direction, partner) if refusal is None else refusal.detail,
             graph=self.label, overridable=affine.overridable or bool(partner and partner.overridable),
-        ))
+        )
+        self.out.decisions.append(decision)
+        return decision
 
     # -- the graph -------------------------------------------------------------------------------
 
@@ -315,6 +310,31 @@ def _describe(outcome: str, direction: str | None, partner: Partner | None) -> s
     if partner is None:
         return outcome
     return f"{outcome} {direction} into {partner.op} '{node_label(partner.node)}'"
+
+
+def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], None] | None = None) -> list[Partner]:
+    """Materialize each touched partner's folded weight once, refuse the plans of any that overflow its dtype,
+    and hand the others to `write`. Returns the partners whose folds stand."""
+    good, bad = [], {}
+    for partner in analysis.partners.values():
+        if not partner.touched:
+            continue
+        weight = partner.folded_weight()
+        detail = partner.overflow(weight)
+        if detail is None:
+            good.append(partner)
+            if write is not None:
+                write(partner, weight)
+        else:
+            bad[id(partner)] = detail
+        del weight
+    for plan in analysis.plans:
+        if id(plan.partner) in bad:
+            for decision in plan.decisions:
+                decision.outcome, decision.reason, decision.detail = R.SKIPPED, R.OVERFLOW, bad[id(plan.partner)]
+                decision.direction = decision.partner = decision.partner_op = None
+    analysis.plans = [plan for plan in analysis.plans if id(plan.partner) not in bad]
+    return good
 
 
 def analyze_graph(graph: ir.Graph, label: str, consts: ConstantResolver, shapes: ShapeOracle,

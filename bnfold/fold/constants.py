@@ -7,17 +7,33 @@ randomness and no dependence on graph inputs are evaluated here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_ir as ir
 
 
-@dataclass(frozen=True)
 class Const:
-    array: np.ndarray
-    # An initializer that is also a graph input can be overridden at run time (IR >= 4).
-    overridable: bool
+    """A constant value. An initializer's array is read on each access and never kept: a 100 MB model must
+    not hold a second copy of its weights while it is analysed."""
+
+    __slots__ = ("_array", "_tensor", "overridable")
+
+    def __init__(self, overridable: bool, *, array: np.ndarray | None = None, tensor=None) -> None:
+        self._array = array
+        self._tensor = tensor
+        # An initializer that is also a graph input can be overridden at run time (IR >= 4).
+        self.overridable = overridable
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._array if self._array is not None else self._tensor.numpy()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._array.shape if self._array is not None else tuple(self._tensor.shape)
+
+    @property
+    def dtype(self) -> ir.DataType:
+        return ir.DataType.from_numpy(self._array.dtype) if self._array is not None else self._tensor.dtype
 
 
 def _attr(node: ir.Node, name: str, default=None):
@@ -110,7 +126,7 @@ class ConstantResolver:
 
     def _compute(self, value: ir.Value) -> Const | None:
         if value.const_value is not None:
-            return Const(value.const_value.numpy(), self._inputs_override and value.is_graph_input())
+            return Const(self._inputs_override and value.is_graph_input(), tensor=value.const_value)
         if value.is_graph_input():
             return None
         node = value.producer()
@@ -123,4 +139,4 @@ class ConstantResolver:
             array = _EVALUATORS[node.op_type](node, [c.array for c in inputs])
         except (ValueError, TypeError, IndexError):
             return None
-        return Const(np.asarray(array), any(c.overridable for c in inputs))
+        return Const(any(c.overridable for c in inputs), array=np.asarray(array))

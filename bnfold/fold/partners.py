@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from bnfold.fold import result as R
 from bnfold.fold.affine import FLOAT_TYPES, Refusal
-from bnfold.fold.constants import ConstantResolver
+from bnfold.fold.constants import Const, ConstantResolver
 
 LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -41,47 +41,52 @@ class Layout:
 @dataclass
 class Partner:
     node: ir.Node
-    weight: np.ndarray
+    weight: Const
+    shape: tuple[int, ...]
     # Conv/ConvTranspose B, Gemm C (as beta * C), or the bias added after a MatMul; None when absent.
     bias: np.ndarray | None
     dtype: ir.DataType
     overridable: bool
     # MatMul only: the rank of its data input and of its output (its channels are the last axis).
     ranks: tuple[int | None, int | None] = (None, None)
-    touched: bool = False
-    overflow_detail: str = ""
-    original: tuple = field(default=(), repr=False)
+    # Pending multiplications of the weight, in order: the weight itself is materialized only by weight64(),
+    # one partner at a time, so folding a large model never holds a float64 copy of all its weights.
+    scales: list[np.ndarray] = field(default_factory=list)
 
     @property
     def op(self) -> str:
         return self.node.op_type
 
     @property
+    def touched(self) -> bool:
+        return bool(self.scales)
+
+    @property
     def group(self) -> int:
         return int(_attr(self.node, "group", 1))
 
     def output_layout(self) -> Layout:
-        w = self.weight
+        shape = self.shape
         if self.op == "Conv":
-            return Layout(w.ndim, 1, w.shape[0])
+            return Layout(len(shape), 1, shape[0])
         if self.op == "ConvTranspose":
-            return Layout(w.ndim, 1, w.shape[1] * self.group)
+            return Layout(len(shape), 1, shape[1] * self.group)
         if self.op == "Gemm":
-            return Layout(2, 1, w.shape[0] if _attr(self.node, "transB", 0) else w.shape[1])
+            return Layout(2, 1, shape[0] if _attr(self.node, "transB", 0) else shape[1])
         rank = self.ranks[1]
-        return Layout(rank, -1 if rank is None else rank - 1, w.shape[1])
+        return Layout(rank, -1 if rank is None else rank - 1, shape[1])
 
     def input_layout(self) -> Layout:
-        w = self.weight
+        shape = self.shape
         if self.op == "Conv":
-            return Layout(w.ndim, 1, w.shape[1] * self.group)
+            return Layout(len(shape), 1, shape[1] * self.group)
         if self.op == "Gemm":
             if _attr(self.node, "transA", 0):
                 raise Refusal(R.CHANNEL_AXIS_MISMATCH, "Gemm with transA=1 reads its features from axis 0")
-            return Layout(2, 1, w.shape[1] if _attr(self.node, "transB", 0) else w.shape[0])
+            return Layout(2, 1, shape[1] if _attr(self.node, "transB", 0) else shape[0])
         if self.op == "MatMul":
             rank = self.ranks[0]
-            return Layout(rank, -1 if rank is None else rank - 1, w.shape[0])
+            return Layout(rank, -1 if rank is None else rank - 1, shape[0])
         raise Refusal(R.UNSUPPORTED_PARTNER,
                       f"{self.op} spreads each input over a position-dependent number of outputs")
 
@@ -96,57 +101,76 @@ class Partner:
             raise Refusal(R.PADDING_FORWARD, f"Conv '{self.node.name}' pads its input "
                           f"(pads={list(pads)}, auto_pad={auto_pad})")
 
-    def snapshot(self) -> tuple:
-        return (self.weight.copy(), None if self.bias is None else self.bias.copy(), self.touched)
+    def weight64(self) -> np.ndarray:
+        """The folded weight so far, in float64 (a fresh array)."""
+        weight = self.weight.array.astype(np.float64)
+        for scale in self.scales:
+            weight *= scale
+        return weight
 
-    def restore(self, state: tuple) -> None:
-        self.weight, self.bias, self.touched = state
+    def folded_weight(self) -> np.ndarray:
+        """The folded weight in the weight's dtype: one float64 multiply by the combined per-channel scale,
+        rounded once on the way out, with no full-size float64 temporary."""
+        scale = self.scales[0]
+        for more in self.scales[1:]:
+            scale = scale * more
+        out = np.empty(self.shape, dtype=self.dtype.numpy())
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes Inf; overflow() reports it
+            return np.multiply(self.weight.array, scale, out=out, dtype=np.float64, casting="unsafe")
+
+    def _out_scale(self, s: np.ndarray) -> np.ndarray:
+        """`s` along the output channels, shaped to broadcast against the weight."""
+        shape = self.shape
+        if self.op == "Conv":
+            return s.reshape((-1,) + (1,) * (len(shape) - 1))
+        if self.op == "ConvTranspose":
+            cin, cout_g = shape[0], shape[1]
+            scale = s.reshape(self.group, cout_g)[np.arange(cin) // (cin // self.group)]
+            return scale.reshape(scale.shape + (1,) * (len(shape) - 2))
+        if self.op == "Gemm" and _attr(self.node, "transB", 0):
+            return s[:, None]
+        return s[None, :]
+
+    def _in_scale(self, s: np.ndarray) -> np.ndarray:
+        """`s` along the input channels, shaped to broadcast against the weight."""
+        shape = self.shape
+        if self.op == "Conv":
+            cout, cin_g = shape[0], shape[1]
+            scale = s.reshape(self.group, cin_g)[np.arange(cout) // (cout // self.group)]
+            return scale.reshape(scale.shape + (1,) * (len(shape) - 2))
+        if self.op == "Gemm" and _attr(self.node, "transB", 0):
+            return s[None, :]
+        return s[:, None]
 
     def fold_backward(self, s: np.ndarray, t: np.ndarray) -> None:
         """Apply y' = s * y + t, s and t along the output channels."""
-        w = self.weight
-        if self.op == "Conv":
-            self.weight = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
-        elif self.op == "ConvTranspose":
-            cin, cout_g = w.shape[0], w.shape[1]
-            group_of_row = np.arange(cin) // (cin // self.group)
-            scale = s.reshape(self.group, cout_g)[group_of_row]
-            self.weight = w * scale.reshape(scale.shape + (1,) * (w.ndim - 2))
-        elif self.op == "Gemm" and _attr(self.node, "transB", 0):
-            self.weight = w * s[:, None]
-        else:
-            self.weight = w * s[None, :]
+        self.scales.append(self._out_scale(s))
         self.bias = t if self.bias is None else self.bias * s + t
-        self.touched = True
 
     def fold_forward(self, s: np.ndarray, t: np.ndarray) -> None:
         """Absorb x' = s * x + t applied to the input, s and t along the input channels."""
-        w = self.weight
+        w = self.weight64()
         if self.op == "Conv":
-            cout, cin_g = w.shape[0], w.shape[1]
-            group_of_row = np.arange(cout) // (cout // self.group)
-            s_in = s.reshape(self.group, cin_g)[group_of_row]
-            t_in = t.reshape(self.group, cin_g)[group_of_row]
-            extra = (1,) * (w.ndim - 2)
-            shift = (w * t_in.reshape(t_in.shape + extra)).sum(axis=tuple(range(1, w.ndim)))
-            self.weight = w * s_in.reshape(s_in.shape + extra)
+            shift = (w * self._in_scale(t)).sum(axis=tuple(range(1, w.ndim)))
         elif self.op == "Gemm":
-            trans_b = _attr(self.node, "transB", 0)
-            b = w.T if trans_b else w
+            b = w.T if _attr(self.node, "transB", 0) else w
             shift = _attr(self.node, "alpha", 1.0) * (t @ b)
-            self.weight = w * (s[None, :] if trans_b else s[:, None])
         else:
             shift = t @ w
-            self.weight = w * s[:, None]
+        del w
+        self.scales.append(self._in_scale(s))
         self.bias = shift if self.bias is None else self.bias + shift
-        self.touched = True
 
-    def overflow(self) -> str | None:
+    def overflow(self, weight: np.ndarray) -> str | None:
+        """Why the folded `weight` (already in the weight dtype) and bias do not fit that dtype, or None."""
         limit = float(ml_dtypes.finfo(self.dtype.numpy()).max)
-        for name, arr in (("weight", self.weight), ("bias", self.bias)):
-            if arr is not None and not (np.abs(arr) <= limit).all():
-                return f"the folded {name} of '{self.node.name}' exceeds the {self.dtype.name} range ({limit:g})"
-        return None
+        # max/min propagate NaN and see Inf, without a full-size temporary.
+        weight_ok = weight.size == 0 or bool(np.isfinite(weight.max()) and np.isfinite(weight.min()))
+        bias_ok = self.bias is None or bool((np.abs(self.bias) <= limit).all())
+        if weight_ok and bias_ok:
+            return None
+        return (f"the folded {'weight' if not weight_ok else 'bias'} of '{self.node.name}' exceeds the "
+                f"{self.dtype.name} range ({limit:g})")
 
 
 def make_partner(node: ir.Node, consts: ConstantResolver, rank_of: Callable[[ir.Value], int | None]) -> Partner:
@@ -157,9 +181,9 @@ def make_partner(node: ir.Node, consts: ConstantResolver, rank_of: Callable[[ir.
     weight = consts.resolve(node.inputs[1] if len(node.inputs) > 1 else None)
     if weight is None:
         raise Refusal(R.NON_CONSTANT_PARAMETERS, f"the weight of {op} '{node.name}' is computed at run time")
-    if op in ("MatMul", "Gemm") and weight.array.ndim != 2:
-        raise Refusal(R.UNSUPPORTED_PARTNER, f"{op} '{node.name}' has a {weight.array.ndim}-D weight")
-    dtype = ir.DataType.from_numpy(weight.array.dtype)
+    if op in ("MatMul", "Gemm") and len(weight.shape) != 2:
+        raise Refusal(R.UNSUPPORTED_PARTNER, f"{op} '{node.name}' has a {len(weight.shape)}-D weight")
+    dtype = weight.dtype
     if dtype not in FLOAT_TYPES:
         raise Refusal(R.UNSUPPORTED_DTYPE, f"{op} '{node.name}' has {dtype} weights")
     overridable = weight.overridable
@@ -173,6 +197,4 @@ def make_partner(node: ir.Node, consts: ConstantResolver, rank_of: Callable[[ir.
         if op == "Gemm":
             bias = bias * float(_attr(node, "beta", 1.0))
     ranks = (rank_of(node.inputs[0]), rank_of(node.outputs[0])) if op == "MatMul" else (None, None)
-    partner = Partner(node, weight.array.astype(np.float64), bias, dtype, overridable, ranks)
-    partner.original = partner.snapshot()
-    return partner
+    return Partner(node, weight, weight.shape, bias, dtype, overridable, ranks)

@@ -7,7 +7,7 @@ import numpy as np
 import onnx_ir as ir
 
 from bnfold.fold import result as R
-from bnfold.fold.analysis import GraphAnalysis, Plan
+from bnfold.fold.analysis import GraphAnalysis, Plan, finalize
 from bnfold.fold.partners import Partner
 
 
@@ -28,8 +28,10 @@ class Names:
 
 
 class Rewriter:
-    def __init__(self, names: Names, model: ir.Model) -> None:
+    def __init__(self, names: Names, model: ir.Model, store=None) -> None:
         self.names = names
+        # Where new tensors live: in memory by default, or a TensorSpill's file for huge models.
+        self._store = store or (lambda array, name, dtype: ir.Tensor(array, dtype=dtype, name=name))
         self.main = model.graph
         # IR < 4: every initializer of the main graph must also be a graph input.
         self.legacy_inputs = model.ir_version < 4
@@ -37,11 +39,12 @@ class Rewriter:
         self._maybe_dead: list[ir.Value] = []
 
     def apply(self, analysis: GraphAnalysis) -> None:
+        partners = finalize(analysis, self._write_weights)
         for plan in analysis.plans:
             self._remove_chain(plan)
-        for partner in analysis.partners.values():
-            if partner.touched:
-                self._write_partner(partner)
+        for partner in partners:
+            if partner.op == "MatMul" and partner.bias is not None and partner.bias.any():
+                self._add_bias_after(partner.node, partner.bias.astype(partner.dtype.numpy()), partner.dtype)
         self._drop_dead()
 
     def _remove_chain(self, plan: Plan) -> None:
@@ -53,25 +56,22 @@ class Rewriter:
         self._maybe_dead.extend(v for n in nodes for v in n.inputs if v is not None)
         graph.remove(nodes, safe=True)
 
-    def _write_partner(self, partner: Partner) -> None:
+    def _write_weights(self, partner: Partner, weight: np.ndarray) -> None:
+        """The folded weight, and the bias where the op has a slot for it (a MatMul's comes after rewiring)."""
         node, dtype = partner.node, partner.dtype
-        self._set_constant(node, 1, partner.weight, dtype)
-        if partner.bias is None:
-            return
-        if partner.op == "MatMul":
-            if partner.bias.any():
-                self._add_bias_after(node, partner.bias.astype(dtype.numpy()), dtype)
+        self._set_constant(node, 1, weight, dtype)
+        if partner.bias is None or partner.op == "MatMul":
             return
         self._set_constant(node, 2, partner.bias, dtype)
         if partner.op == "Gemm":
             node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
 
     def _set_constant(self, node: ir.Node, index: int, array: np.ndarray, dtype: ir.DataType) -> None:
-        tensor_array = array.astype(dtype.numpy())
+        tensor_array = np.asarray(array, dtype=dtype.numpy())
         old = node.inputs[index] if index < len(node.inputs) else None
         if (old is not None and old.is_initializer() and not old.is_graph_output() and len(old.uses()) == 1
                 and old.graph is node.graph and (self.legacy_inputs or not old.is_graph_input())):
-            old.const_value = ir.Tensor(tensor_array, dtype=dtype, name=old.name)
+            old.const_value = self._store(tensor_array, old.name, dtype)
             if old.shape is not None:
                 old.shape = ir.Shape(tensor_array.shape)
             return
@@ -86,7 +86,7 @@ class Rewriter:
 
     def _initializer(self, graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType) -> ir.Value:
         value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
-                         const_value=ir.Tensor(array, dtype=dtype, name=name))
+                         const_value=self._store(array, name, dtype))
         graph.register_initializer(value)
         if self.legacy_inputs and graph is self.main:
             graph.inputs.append(value)
