@@ -10,6 +10,7 @@ peak RSS reported for it is that process's own (from os.wait4). See bench/README
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -62,8 +63,10 @@ def tool_bnfold_lib():
     def run(src, dst, external):  # the same calls as bnfold/commands/fold.py with --no-verify
         model = io.load_model(src)
         keep_external = io.has_external_data(model)
-        result = fold_model(model)
-        io.StagedModel(model, dst, external_data=keep_external).commit()
+        spill = io.TensorSpill(dst.parent) if keep_external else contextlib.nullcontext()
+        with spill:
+            result = fold_model(model, store=getattr(spill, "store", None))
+            io.StagedModel(model, dst, external_data=keep_external).commit()
         return {"summary": result.summary()}
     return run
 

@@ -195,9 +195,10 @@ ORT_FIXTURES = {
     "fuse-matmul-bn-directly-dont-fuse.onnx": dict(runs=False, nodes=(2, 2), decisions=[
         ("BatchNormalization", "output", "skipped", None, None, "channel-axis-mismatch"),
     ]),
-    # MatMul -> Identity -> BN -> Identity: bnfold does not look through Identity
+    # MatMul -> Identity -> BN -> Identity: bnfold looks through the Identity (it stays in the graph); the BN
+    # becomes the MatMul's bias Add
     "fuse-matmul-bn-non-ignorable-node.onnx": dict(runs=True, nodes=(4, 4), decisions=[
-        ("BatchNormalization", "bn_output", "skipped", None, None, "layout-op-between"),
+        ("BatchNormalization", "bn_output", "folded", "backward", "matmul_output", None),
     ]),
     # MatMul -> Reshape [1,1,1,5] -> BN (channel axis of size 1, 5 parameters): not foldable, ORT rejects it
     "fuse-matmul-bn-only-reshape.onnx": dict(runs=False, nodes=(4, 4), decisions=[
@@ -205,7 +206,7 @@ ORT_FIXTURES = {
     ]),
     # MatMul -> Transpose [5,1] -> BN (graph output): ORT rejects it
     "fuse-matmul-bn-only-transpose.onnx": dict(runs=False, nodes=(3, 3), decisions=[
-        ("BatchNormalization", "output", "skipped", None, None, "graph-output"),
+        ("BatchNormalization", "output", "skipped", None, None, "layout-op-between"),
     ]),
     # MatMul -> Reshape -> Transpose -> BN -> Identity: two layout ops away from the MatMul
     "fuse-matmul-bn-with-reshape.onnx": dict(runs=True, nodes=(5, 5), decisions=[

@@ -20,7 +20,7 @@ from bnfold.fold.constants import ConstantResolver
 from bnfold.fold.partners import LINEAR_OPS, Layout, Partner, make_partner
 from bnfold.fold.shapes import ShapeOracle
 
-PASSTHROUGH_FORWARD = frozenset({"Flatten", "Reshape", "MaxPool"})
+PASSTHROUGH_FORWARD = frozenset({"Flatten", "Reshape", "MaxPool", "Identity", "Dropout"})
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Identity", "Squeeze", "Unsqueeze"})
 # Reasons that say only "nothing linear nearby"; any other reason on the other side is more useful.
 _GENERIC = (R.NO_LINEAR_NEIGHBOUR, R.NONLINEARITY_BETWEEN, R.LAYOUT_OP_BETWEEN)
@@ -93,16 +93,23 @@ class _Analyzer:
 
     def backward(self, chain: list[Affine]) -> tuple[int, Partner | None, Refusal | None]:
         """How many leading chain ops fold into the producer, the producer, and why the next one does not."""
-        head = chain[0]
-        producer = head.data.producer()
+        value = chain[0].data
+        try:
+            # Identity and inference Dropout change nothing: look through them (they stay in the graph).
+            while _is_identity(value.producer()):
+                self.single_consumer(value)
+                value = value.producer().inputs[0]
+        except Refusal as refusal:
+            return 0, None, refusal
+        producer = value.producer()
         if producer is None or producer.op_type not in LINEAR_OPS:
             onward = [] if producer is None else [v.producer() for v in producer.inputs if v is not None]
             return 0, None, self.no_partner(producer, [n for n in onward if n is not None])
         try:
-            if producer.outputs[0] is not head.data or producer.graph is not self.graph:
+            if producer.outputs[0] is not value or producer.graph is not self.graph:
                 raise Refusal(R.UNSUPPORTED_PARTNER, f"{producer.op_type} '{node_label(producer)}' is in another "
                               "graph or produces it as a secondary output")
-            self.single_consumer(head.data)
+            self.single_consumer(value)
             partner = self.partner(producer)
             layout = partner.output_layout()
         except Refusal as refusal:
@@ -126,8 +133,12 @@ class _Analyzer:
         and how many consumer features each chain channel spreads over (Flatten/Reshape)."""
         value, via = tail.output, []
         while True:
+            if value.is_graph_output():
+                raise Refusal(R.NO_LINEAR_NEIGHBOUR, f"'{value.name}' is a graph output, with no linear op after it")
             consumer = self.single_consumer(value)
             if consumer.op_type not in PASSTHROUGH_FORWARD or consumer.domain not in ("", "ai.onnx"):
+                break
+            if consumer.op_type == "Dropout" and not _is_identity(consumer):
                 break
             if consumer.inputs[0] is not value or (consumer.op_type == "MaxPool" and len(consumer.outputs) > 1
                                                    and consumer.outputs[1].uses()):
@@ -144,7 +155,7 @@ class _Analyzer:
         partner = self.partner(consumer)
         partner.check_forward()
         layout = partner.input_layout()
-        reshapes = [n for n in via if n.op_type != "MaxPool"]
+        reshapes = [n for n in via if n.op_type in ("Flatten", "Reshape")]
         if not reshapes:
             return partner, via, layout, 1
         shape = self.shapes.static_shape(tail.output)
@@ -258,6 +269,18 @@ class _Analyzer:
         order = {node_label(node): i for i, node in enumerate(self.graph)}
         self.out.decisions.sort(key=lambda d: order.get(d.node, len(order)))
         return self.out
+
+
+def _is_identity(node: ir.Node | None) -> bool:
+    """Identity, or a Dropout that is the identity: inference mode and its mask output unused."""
+    if node is None or node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is None:
+        return False
+    if node.op_type == "Identity":
+        return True
+    if node.op_type != "Dropout" or any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
+        return False
+    training = node.inputs[2] if len(node.inputs) > 2 else None
+    return training is None or (training.const_value is not None and not training.const_value.numpy().any())
 
 
 def chain_has_bn(chain: list[Affine]) -> bool:

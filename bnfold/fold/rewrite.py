@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from bnfold.fold import result as R
 from bnfold.fold.analysis import GraphAnalysis, Plan, finalize
 from bnfold.fold.partners import Partner
 
@@ -50,8 +49,8 @@ class Rewriter:
     def _remove_chain(self, plan: Plan) -> None:
         head, tail = plan.chain[0], plan.chain[-1]
         graph = head.node.graph
-        replacement = plan.partner.node.outputs[0] if plan.direction == R.BACKWARD else head.data
-        _take_over(tail.output, replacement)
+        # Backward and forward alike, what fed the chain takes its place (Identity/Dropout before it stay).
+        _take_over(tail.output, head.data)
         nodes = [a.node for a in plan.chain]
         self._maybe_dead.extend(v for n in nodes for v in n.inputs if v is not None)
         graph.remove(nodes, safe=True)
