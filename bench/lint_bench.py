@@ -1,0 +1,78 @@
+"""Time `bnfold lint` and `bnfold --help` against the cost of just reading the model, in one run.
+
+    python bench/lint_bench.py [--size-mb 100] [--repeat 5]
+
+Budgets (DESIGN.md): `bnfold --help` < 0.3 s; lint of a 100 MB ONNX < 1 s. Each number is the median of
+--repeat runs of a fresh subprocess (interpreter start included), next to `python -c "import onnx;
+onnx.load(...)"` — the least any tool that reads the file pays — so the ratio survives a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fold_bench import MiB, build_resnet
+
+HERE = Path(__file__).resolve().parent
+
+
+def timed(argv: list[str], repeat: int) -> tuple[float, str]:
+    """Median wall seconds of `argv` over `repeat` runs, and the last run's stdout."""
+    times, out = [], ""
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"{argv} failed ({done.returncode}): {done.stderr.strip()}")
+        out = done.stdout
+    return statistics.median(times), out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=float, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out-dir", type=Path, default=HERE / "out")
+    args = parser.parse_args(argv)
+    models = args.out_dir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    model = models / f"resnet_{args.size_mb:g}mb.onnx"
+    if not model.exists():
+        build_resnet(model, args.size_mb, external=False)
+    bnfold = shutil.which("bnfold") or "bnfold"
+    py = sys.executable
+    rows = [
+        ("python -c pass (interpreter start)", [py, "-c", "pass"]),
+        ("bnfold --help", [bnfold, "--help"]),
+        ("onnx.load (read floor)", [py, "-c", f"import onnx; onnx.load({str(model)!r})"]),
+        ("bnfold lint --format json", [bnfold, "lint", "--isolated", "--format", "json", str(model)]),
+    ]
+    results = {}
+    for label, command in rows:
+        results[label], out = timed(command, args.repeat)
+        if "lint" in label:
+            findings = out.count('"code":')
+    floor = results["onnx.load (read floor)"]
+    size = model.stat().st_size / MiB
+    lines = [f"`python bench/lint_bench.py --size-mb {args.size_mb:g} --repeat {args.repeat}` on "
+             f"`{model.name}` ({size:.1f} MiB); median of {args.repeat} fresh processes each.", "",
+             "| command | seconds | × read floor |", "|---|---:|---:|"]
+    lines += [f"| {label} | {secs:.2f} | {secs / floor:.2f} |" for label, secs in results.items()]
+    lines += ["", f"lint found {findings} findings; budgets: --help < 0.3 s → "
+              f"{'PASS' if results['bnfold --help'] < 0.3 else 'FAIL'}; lint < 1 s → "
+              f"{'PASS' if results['bnfold lint --format json'] < 1 else 'FAIL'}"]
+    text = "\n".join(lines) + "\n"
+    (args.out_dir / "lint_results.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
