@@ -189,12 +189,39 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _varint(number: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, number = number & 0x7F, number >> 7
+        out.append(low | (0x80 if number else 0))
+        if not number:
+            return bytes(out)
+
+
+# Wire tags (field number << 3 | length-delimited) of ModelProto.graph and GraphProto.initializer.
+_MODEL_GRAPH_TAG = _varint(7 << 3 | 2)
+_GRAPH_INITIALIZER_TAG = _varint(5 << 3 | 2)
+
+
+def _tensor_bytes(value) -> bytes:
+    """The serialized TensorProto of an initializer: an unchanged tensor is re-emitted as read."""
+    import onnx_ir as ir
+
+    tensor = value.const_value
+    if isinstance(tensor, ir.serde.TensorProtoTensor) and tensor.raw.name == value.name \
+            and not tensor.metadata_props:
+        return tensor.raw.SerializeToString()
+    proto = ir.serde.serialize_tensor(tensor)
+    proto.name = value.name
+    return proto.SerializeToString()
+
+
 def _save_single_file(model, path: Path) -> None:
     """onnx.save(ir.to_proto(model)) without a second in-memory copy of every weight.
 
     The graph is serialized without its initializers, then each initializer is appended as its own
-    ModelProto{graph{initializer}} fragment: protobuf merges repeated fields of a repeated message field
-    by appending, so the file parses to the same model while only one tensor is ever copied at a time.
+    ModelProto{graph{initializer}} fragment, hand-framed: protobuf merges a repeated message field's repeated
+    fields by appending, so the file parses to the same model while one tensor at a time is serialized.
     """
     import onnx_ir as ir
 
@@ -209,8 +236,10 @@ def _save_single_file(model, path: Path) -> None:
     with open(path, "wb") as handle:
         handle.write(skeleton)
         for value in initializers:
-            fragment = onnx.ModelProto()
-            tensor = fragment.graph.initializer.add()
-            tensor.CopyFrom(ir.serde.serialize_tensor(value.const_value))
-            tensor.name = value.name
-            handle.write(fragment.SerializeToString())
+            tensor = _tensor_bytes(value)
+            size = _varint(len(tensor))
+            handle.write(_MODEL_GRAPH_TAG)
+            handle.write(_varint(len(_GRAPH_INITIALIZER_TAG) + len(size) + len(tensor)))
+            handle.write(_GRAPH_INITIALIZER_TAG)
+            handle.write(size)
+            handle.write(tensor)

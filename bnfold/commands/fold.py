@@ -60,9 +60,9 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
 
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
     result = fold_model(model, strict_inputs=strict_inputs, store=getattr(spill, "store", None))
-    if dry_run or result.folded:
-        for line in _plan_lines(result):
-            echo(line)
+    # Every decision, skips included: a model with nothing to fold is written unchanged and this says why.
+    for line in _plan_lines(result):
+        echo(line)
     echo(result.summary())
     if result.removed_inputs:
         echo(f"removed {len(result.removed_inputs)} initializer graph inputs that only fed folded ops")
