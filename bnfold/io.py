@@ -78,6 +78,21 @@ def has_external_data(model) -> bool:
                for g in model.graphs() for v in g.initializers.values())
 
 
+def _release_previous():
+    """An ir.save callback (called before each tensor is written) that unmaps the tensor written before it:
+    saving a model larger than memory then keeps one tensor's pages resident, not the whole file's."""
+    import onnx_ir as ir
+
+    previous = []
+
+    def callback(tensor, _info) -> None:
+        if previous and isinstance(previous[0], ir.ExternalTensor):
+            previous[0].release()
+        previous[:] = [tensor]
+
+    return callback
+
+
 class StagedModel:
     """A model written beside its destination, moved into place by commit() or deleted by discard()."""
 
@@ -93,7 +108,7 @@ class StagedModel:
         self.data_name = f"{destination.name}.data" if external_data else None
         try:
             if external_data:
-                ir.save(model, self.path, external_data=self.data_name)
+                ir.save(model, self.path, external_data=self.data_name, callback=_release_previous())
             else:
                 _save_single_file(model, self.path)
         except Exception:

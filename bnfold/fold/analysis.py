@@ -343,6 +343,7 @@ def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], Non
         if not partner.touched:
             continue
         weight = partner.folded_weight()
+        partner.weight.release()
         detail = partner.overflow(weight)
         if detail is None:
             good.append(partner)

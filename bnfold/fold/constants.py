@@ -27,6 +27,11 @@ class Const:
     def array(self) -> np.ndarray:
         return self._array if self._array is not None else self._tensor.numpy()
 
+    def release(self) -> None:
+        """Unmap an external tensor's file once it has been read, so its pages leave this process's RSS."""
+        if isinstance(self._tensor, ir.ExternalTensor):
+            self._tensor.release()
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self._array.shape if self._array is not None else tuple(self._tensor.shape)
