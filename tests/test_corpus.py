@@ -202,15 +202,16 @@ ORT_FIXTURES = {
     ]),
     # MatMul -> Reshape [1,1,1,5] -> BN (channel axis of size 1, 5 parameters): not foldable, ORT rejects it
     "fuse-matmul-bn-only-reshape.onnx": dict(runs=False, nodes=(4, 4), decisions=[
-        ("BatchNormalization", "bn_output", "skipped", None, None, "layout-op-between"),
+        ("BatchNormalization", "bn_output", "skipped", None, None, "channel-axis-mismatch"),
     ]),
     # MatMul -> Transpose [5,1] -> BN (graph output): ORT rejects it
     "fuse-matmul-bn-only-transpose.onnx": dict(runs=False, nodes=(3, 3), decisions=[
-        ("BatchNormalization", "output", "skipped", None, None, "layout-op-between"),
+        ("BatchNormalization", "output", "skipped", None, None, "channel-axis-mismatch"),
     ]),
-    # MatMul -> Reshape -> Transpose -> BN -> Identity: two layout ops away from the MatMul
+    # MatMul [1,5] -> Reshape [1,1,1,5] -> Transpose [1,5,1,1] -> BN -> Identity: BN's axis 1 is, element for
+    # element, the MatMul's feature axis, so it folds through both layout ops (which stay)
     "fuse-matmul-bn-with-reshape.onnx": dict(runs=True, nodes=(5, 5), decisions=[
-        ("BatchNormalization", "bn_output", "skipped", None, None, "no-linear-neighbour"),
+        ("BatchNormalization", "bn_output", "folded", "backward", "matmul_output", None),
     ]),
 }
 

@@ -91,20 +91,23 @@ class _Analyzer:
 
     # -- backward --------------------------------------------------------------------------------
 
-    def backward(self, chain: list[Affine]) -> tuple[int, Partner | None, Refusal | None]:
-        """How many leading chain ops fold into the producer, the producer, and why the next one does not."""
-        value = chain[0].data
+    def backward(self, chain: list[Affine]) -> tuple[int, Partner | None, Refusal | None, Layout | None]:
+        """How many leading chain ops fold into the producer, the producer, why the next op does not, and the
+        layout the chain's ops are mapped in."""
+        value, moved = chain[0].data, []
         try:
-            # Identity and inference Dropout change nothing: look through them (they stay in the graph).
-            while _is_identity(value.producer()):
+            # Identity/Dropout change nothing and Reshape/Transpose only move elements: look through them
+            # (they stay in the graph) as long as the channel axis can be followed.
+            while _is_identity(value.producer()) or _is_op(value.producer(), ("Reshape", "Transpose")):
                 self.single_consumer(value)
+                moved.append(value.producer())
                 value = value.producer().inputs[0]
         except Refusal as refusal:
-            return 0, None, refusal
+            return 0, None, refusal, None
         producer = value.producer()
         if producer is None or producer.op_type not in LINEAR_OPS:
             onward = [] if producer is None else [v.producer() for v in producer.inputs if v is not None]
-            return 0, None, self.no_partner(producer, [n for n in onward if n is not None])
+            return 0, None, self.no_partner(producer, [n for n in onward if n is not None]), None
         try:
             if producer.outputs[0] is not value or producer.graph is not self.graph:
                 raise Refusal(R.UNSUPPORTED_PARTNER, f"{producer.op_type} '{node_label(producer)}' is in another "
@@ -112,10 +115,33 @@ class _Analyzer:
             self.single_consumer(value)
             partner = self.partner(producer)
             layout = partner.output_layout()
+            if any(not _is_identity(n) for n in moved):
+                layout = self.follow_channels(chain[0].data, moved, layout)
         except Refusal as refusal:
-            return 0, None, refusal
+            return 0, None, refusal, None
         count, refusal = self.fit(chain, layout)
-        return count, partner, refusal
+        return count, partner, refusal, layout
+
+    def follow_channels(self, data: ir.Value, moved: list[ir.Node], partner_layout: Layout) -> Layout:
+        """The chain's layout when Reshape/Transpose sit between it and the partner: axis 1 of the chain's
+        tensor must be, element for element, the partner's channel axis."""
+        shape = self.shapes.static_shape(data)
+        if shape is None or len(shape) < 2:
+            raise Refusal(R.UNKNOWN_SHAPE, "the shape between the linear op and the chain is not known")
+        axis, value = 1, data
+        for node in moved:
+            if node.op_type == "Transpose":
+                perm = node.attributes.get("perm")
+                rank = len(self.shapes.static_shape(value) or ())
+                axis = list(perm.value)[axis] if perm is not None else rank - 1 - axis
+            elif node.op_type == "Reshape":
+                axis = _reshaped_axis(self.shapes.static_shape(node.inputs[0]), self.shapes.static_shape(value), axis)
+            value = node.inputs[0]
+        rank = partner_layout.rank
+        if rank is None or axis != partner_layout.axis % rank or shape[1] != partner_layout.channels:
+            raise Refusal(R.CHANNEL_AXIS_MISMATCH, f"after {', '.join(n.op_type for n in moved)}, axis 1 of "
+                          "the normalized tensor is not the linear op's channel axis")
+        return Layout(len(shape), 1, shape[1])
 
     def fit(self, chain: list[Affine], layout: Layout) -> tuple[int, Refusal | None]:
         """Length of the chain prefix whose ops map onto `layout`, and why the next one does not."""
@@ -197,7 +223,7 @@ class _Analyzer:
     # -- one chain -------------------------------------------------------------------------------
 
     def chain(self, chain: list[Affine]) -> None:
-        n_back, back_partner, back_refusal = self.backward(chain)
+        n_back, back_partner, back_refusal, back_layout = self.backward(chain)
         bias_add = (back_partner is not None and back_partner.op == "MatMul" and not chain[0].is_bn
                     and chain[0].node.op_type == "Add")
         if bias_add and n_back <= 1:
@@ -205,7 +231,7 @@ class _Analyzer:
             n_back, back_refusal = 0, back_refusal or Refusal(R.NO_LINEAR_NEIGHBOUR)
         back_plan = None
         if n_back:
-            back_plan = Plan(R.BACKWARD, back_partner, chain[:n_back], [], back_partner.output_layout())
+            back_plan = Plan(R.BACKWARD, back_partner, chain[:n_back], [], back_layout)
             self.apply(back_plan)
         start, fwd_plan, fwd_refusal = self.forward(chain[n_back:]) if n_back < len(chain) else (0, None, None)
         start += n_back
@@ -269,6 +295,23 @@ class _Analyzer:
         order = {node_label(node): i for i, node in enumerate(self.graph)}
         self.out.decisions.sort(key=lambda d: order.get(d.node, len(order)))
         return self.out
+
+
+def _is_op(node: ir.Node | None, ops: tuple[str, ...]) -> bool:
+    return node is not None and node.domain in ("", "ai.onnx") and node.op_type in ops and bool(node.inputs)
+
+
+def _reshaped_axis(before: tuple[int, ...] | None, after: tuple[int, ...] | None, axis: int) -> int:
+    """The axis of `before` whose elements are exactly those of `axis` of `after`, or a Refusal: the axis must
+    keep its size and everything before it must hold the same number of elements."""
+    if before is None or after is None:
+        raise Refusal(R.UNKNOWN_SHAPE, "a Reshape's shapes are not known statically")
+    leading = int(np.prod(after[:axis], dtype=np.int64))
+    for candidate in range(len(before)):
+        if before[candidate] == after[axis] and int(np.prod(before[:candidate], dtype=np.int64)) == leading:
+            return candidate
+    raise Refusal(R.CHANNEL_AXIS_MISMATCH, f"Reshape {list(before)} -> {list(after)} mixes the channel axis "
+                  "with others")
 
 
 def _is_identity(node: ir.Node | None) -> bool:
