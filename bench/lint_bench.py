@@ -10,7 +10,6 @@ onnx.load(...)"` — the least any tool that reads the file pays — so the rati
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,8 +45,8 @@ def main(argv: list[str]) -> int:
     model = models / f"resnet_{args.size_mb:g}mb.onnx"
     if not model.exists():
         build_resnet(model, args.size_mb, external=False)
-    bnfold = shutil.which("bnfold") or "bnfold"
     py = sys.executable
+    bnfold = str(Path(py).with_name("bnfold"))  # the console script of the Python running this bench
     rows = [
         ("python -c pass (interpreter start)", [py, "-c", "pass"]),
         ("bnfold --help", [bnfold, "--help"]),
