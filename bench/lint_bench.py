@@ -34,6 +34,19 @@ def timed(argv: list[str], repeat: int) -> tuple[float, str]:
     return statistics.median(times), out
 
 
+def in_process(model: Path, repeat: int) -> float:
+    """Median seconds of load_model + lint_model inside this process (imports already paid)."""
+    from bnfold.io import load_model
+    from bnfold.lint import lint_model
+
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        lint_model(load_model(model), str(model))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=float, default=100)
@@ -52,12 +65,14 @@ def main(argv: list[str]) -> int:
         ("bnfold --help", [bnfold, "--help"]),
         ("onnx.load (read floor)", [py, "-c", f"import onnx; onnx.load({str(model)!r})"]),
         ("bnfold lint --format json", [bnfold, "lint", "--isolated", "--format", "json", str(model)]),
+        ("import bnfold.lint (onnx-ir, numpy, onnx)", [py, "-c", "import bnfold.lint"]),
     ]
     results = {}
     for label, command in rows:
         results[label], out = timed(command, args.repeat)
-        if "lint" in label:
+        if label.startswith("bnfold lint"):
             findings = out.count('"code":')
+    results["load + lint, in-process, imports excluded"] = in_process(model, args.repeat)
     floor = results["onnx.load (read floor)"]
     size = model.stat().st_size / MiB
     lines = [f"`python bench/lint_bench.py --size-mb {args.size_mb:g} --repeat {args.repeat}` on "
