@@ -2,8 +2,10 @@
 
 Affine ops are grouped into chains (each output used once, by the next op's data input). A chain folds
 backward into the linear op that produces its input as far as its ops map onto that op's output
-channels; what is left folds forward into the linear op that consumes its output, optionally through
-Flatten/Reshape (channel -> feature) and MaxPool (when every scale is > 0).
+channels (looking through Identity/inference Dropout, and through Reshape/Transpose while the channel axis
+maps element for element); what is left folds forward into the linear op that consumes its output,
+optionally through Identity/Dropout, Flatten/Reshape (channel -> feature) and MaxPool (every scale > 0).
+The ops looked through stay in the graph.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Plan:
     direction: str
     partner: Partner
     chain: list[Affine]
-    # Flatten/Reshape/MaxPool between the chain and a forward partner; they stay in the graph.
+    # The ops between the chain and a forward partner (Flatten, Reshape, MaxPool, ...); they stay.
     via: list[ir.Node]
     # Where the chain's channels are, and how many partner features each one spreads over (Flatten).
     layout: Layout
