@@ -8,6 +8,7 @@ itself, which would make a before/after comparison circular.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -165,16 +166,18 @@ def conv_out(size: int, k: int, stride: int = 1, pad: int = 0, dilation: int = 1
 # running
 
 
-def ort_session(model_proto: onnx.ModelProto) -> ort.InferenceSession:
+def ort_session(model: onnx.ModelProto | str | os.PathLike) -> ort.InferenceSession:
+    """A CPU session with ORT_DISABLE_ALL for a ModelProto or a model file path."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    return ort.InferenceSession(model_proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
 
 
-def ort_run(model_proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def ort_run(model: onnx.ModelProto | str | os.PathLike, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Run with ORT_DISABLE_ALL on the CPU provider; returns every graph output in order."""
-    return ort_session(model_proto).run(None, feeds)
+    return ort_session(model).run(None, feeds)
 
 
 def initializer_names(graph: onnx.GraphProto) -> set[str]:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from helpers import ort_run
 from onnx import TensorProto, helper, numpy_helper
 
 import bnfold
@@ -47,20 +47,8 @@ def stderr_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
 
-def session(model: Path | onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    source = str(model) if isinstance(model, Path) else model.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def run_model(model: Path | onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return session(model).run(None, feeds)
-
-
 def assert_same_outputs(before: Path, after: Path, feeds: dict[str, np.ndarray], rtol=1e-4, atol=1e-5):
-    ref, got = run_model(before, feeds), run_model(after, feeds)
+    ref, got = ort_run(before, feeds), ort_run(after, feeds)
     assert len(ref) == len(got)
     for r, g in zip(ref, got):
         assert r.shape == g.shape and r.dtype == g.dtype
@@ -175,7 +163,7 @@ def test_in_place_overwrites_input(tmp_path, with_out):
     model = tmp_path / "in.onnx"
     shutil.copy(RESNET, model)
     feeds = resnet_feeds()
-    expected = run_model(RESNET, feeds)
+    expected = ort_run(RESNET, feeds)
 
     args = ["fold", model, "--in-place"] + ([model] if with_out else [])
     result = invoke(*args)
@@ -184,7 +172,7 @@ def test_in_place_overwrites_input(tmp_path, with_out):
     assert "folded 5/5 BatchNormalization" in result.stderr
     assert model.read_bytes() != RESNET.read_bytes()
     assert "BatchNormalization" not in op_types(model)
-    for want, got in zip(expected, run_model(model, feeds)):
+    for want, got in zip(expected, ort_run(model, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
 

@@ -16,6 +16,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+from helpers import ort_session
 from onnx import helper, numpy_helper
 
 from bnfold.fold import fold_model
@@ -41,16 +42,8 @@ def fold_file(path: Path) -> tuple[FoldResult, onnx.ModelProto]:
     return result, ir.to_proto(model)
 
 
-def session(model: Path | onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    source = str(model) if isinstance(model, Path) else model.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def run(model: Path | onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = session(model)
+    sess = ort_session(model)
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
 
 
@@ -241,7 +234,7 @@ def test_ort_fusion_fixture(name):
 
     if not expected["runs"]:
         return
-    sess = session(path)
+    sess = ort_session(path)
     feeds = random_feeds(sess)
     want, got = run(path, feeds), run(folded, feeds)
     for key in want:
@@ -380,7 +373,7 @@ def test_light_model_folds(name):
     probes += [n.input[0] for n in original.graph.node if n.op_type == "Softmax" and n.input[0] in kept]
     assert len(probes) >= 30
     before, after = with_extra_outputs(original, probes), with_extra_outputs(folded, probes)
-    feeds = random_feeds(session(before), seed=1)
+    feeds = random_feeds(ort_session(before), seed=1)
     want, got = run(before, feeds), run(after, feeds)
     assert list(got) == list(want)
     for key in want:
