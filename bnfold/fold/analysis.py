@@ -226,8 +226,10 @@ class _Analyzer:
 
     def chain(self, chain: list[Affine]) -> None:
         n_back, back_partner, back_refusal, back_layout = self.backward(chain)
+        # An Add right after a MatMul is its bias only if it fits the MatMul's features; a per-row Add is
+        # reported like any other op that does not fold.
         bias_add = (back_partner is not None and back_partner.op == "MatMul" and not chain[0].is_bn
-                    and chain[0].node.op_type == "Add")
+                    and chain[0].node.op_type == "Add" and n_back >= 1)
         if bias_add and n_back <= 1:
             # MatMul + Add(bias) alone is an ordinary linear layer, not something to fold.
             n_back, back_refusal = 0, back_refusal or Refusal(R.NO_LINEAR_NEIGHBOUR)
