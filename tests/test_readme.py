@@ -24,3 +24,17 @@ def test_ci_runs_the_readme_commands():
     assert install_test in ci
     assert install_run in ci
     assert "sample_models/resnet_block.onnx" in install_run
+
+
+def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python API block, run as written from the repository root (its output file redirected)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    monkeypatch.chdir(ROOT)
+    code = code.replace('Path("mlp.folded.onnx")', f"Path({str(tmp_path / 'mlp.folded.onnx')!r})")
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "bn1 folded forward fc2 None" in out
+    assert "folded 2/2 BatchNormalization: 2 forward into Gemm" in out
+    assert "verified: max abs error" in out
