@@ -539,3 +539,28 @@ def test_help_does_not_import_heavy_modules(argv):
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_fold_keeps_model_metadata_and_interface(tmp_path):
+    """What the user's tools key on survives the (streamed) rewrite: metadata, producer, versions, docs,
+    opsets, ir_version, and the names, order and types of inputs and outputs."""
+    model = onnx.load(RESNET)
+    model.producer_name, model.producer_version = "exporter", "9.9"
+    model.domain, model.model_version, model.doc_string = "com.example", 42, "a ResNet block"
+    model.graph.doc_string = "graph docs"
+    onnx.helper.set_model_props(model, {"author": "someone", "license": "MIT"})
+    src, out = tmp_path / "meta.onnx", tmp_path / "meta.folded.onnx"
+    onnx.save(model, src)
+
+    result = invoke("fold", src, out)
+
+    assert result.exit_code == 0, result.output
+    folded = onnx.load(out)
+    assert {p.key: p.value for p in folded.metadata_props} == {"author": "someone", "license": "MIT"}
+    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string", "ir_version"):
+        assert getattr(folded, field) == getattr(model, field), field
+    assert folded.graph.doc_string == "graph docs"
+    assert list(folded.opset_import) == list(model.opset_import)
+    assert list(folded.graph.input) == list(model.graph.input)
+    assert list(folded.graph.output) == list(model.graph.output)
+    assert not any(n.op_type == "BatchNormalization" for n in folded.graph.node)
