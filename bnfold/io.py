@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from bnfold.errors import InputError, OutputError
@@ -218,17 +220,27 @@ _MODEL_GRAPH_TAG = _varint(7 << 3 | 2)
 _GRAPH_INITIALIZER_TAG = _varint(5 << 3 | 2)
 
 
-def _tensor_bytes(value) -> bytes:
-    """The serialized TensorProto of an initializer: an unchanged tensor is re-emitted as read."""
+# TensorProto.raw_data's wire tag; float tensors computed by the fold are framed around their own buffer.
+_RAW_DATA_TAG = _varint(9 << 3 | 2)
+
+
+def _tensor_chunks(value) -> list:
+    """The serialized TensorProto of an initializer, as byte chunks to write in order: an unchanged tensor is
+    re-emitted as read, a folded float tensor's raw data is its numpy buffer itself (no copy)."""
     import onnx_ir as ir
 
     tensor = value.const_value
     if isinstance(tensor, ir.serde.TensorProtoTensor) and tensor.raw.name == value.name \
             and not tensor.metadata_props:
-        return tensor.raw.SerializeToString()
+        return [tensor.raw.SerializeToString()]
+    if isinstance(tensor, ir.Tensor) and sys.byteorder == "little" and not tensor.metadata_props \
+            and tensor.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE):
+        header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
+        data = memoryview(np.ascontiguousarray(tensor.numpy())).cast("B")
+        return [header.SerializeToString(), _RAW_DATA_TAG, _varint(data.nbytes), data]
     proto = ir.serde.serialize_tensor(tensor)
     proto.name = value.name
-    return proto.SerializeToString()
+    return [proto.SerializeToString()]
 
 
 def _save_single_file(model, path: Path) -> None:
@@ -251,10 +263,12 @@ def _save_single_file(model, path: Path) -> None:
     with open(path, "wb") as handle:
         handle.write(skeleton)
         for value in initializers:
-            tensor = _tensor_bytes(value)
-            size = _varint(len(tensor))
+            chunks = _tensor_chunks(value)
+            tensor_size = sum(len(c) if isinstance(c, bytes) else c.nbytes for c in chunks)
+            size = _varint(tensor_size)
             handle.write(_MODEL_GRAPH_TAG)
-            handle.write(_varint(len(_GRAPH_INITIALIZER_TAG) + len(size) + len(tensor)))
+            handle.write(_varint(len(_GRAPH_INITIALIZER_TAG) + len(size) + tensor_size))
             handle.write(_GRAPH_INITIALIZER_TAG)
             handle.write(size)
-            handle.write(tensor)
+            for chunk in chunks:
+                handle.write(chunk)
