@@ -38,3 +38,13 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
     assert "bn1 folded forward fc2 None" in out
     assert "folded 2/2 BatchNormalization: 2 forward into Gemm" in out
     assert "verified: max abs error" in out
+
+
+def test_every_test_the_readme_names_exists():
+    text = (ROOT / "README.md").read_text()
+    sources = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    named = set(re.findall(r"`(?:tests/[\w/]+\.py::)?(test_\w+)`", text))
+    files = set(re.findall(r"`(tests/test_\w+\.py)`", text))
+    assert named and files
+    assert sorted(n for n in named if f"def {n}(" not in sources) == []
+    assert sorted(f for f in files if not (ROOT / f).is_file()) == []
