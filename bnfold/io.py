@@ -98,7 +98,8 @@ def _release_previous():
 class StagedModel:
     """A model written beside its destination, moved into place by commit() or deleted by discard()."""
 
-    def __init__(self, model, destination: Path, *, external_data: bool) -> None:
+    def __init__(self, model, destination: Path, *, external_data: bool, unchanged_from: Path | None = None) -> None:
+        """`unchanged_from`: the single-file model `model` was loaded from, left as it was: copy its bytes."""
         import onnx_ir as ir
 
         self.destination = destination
@@ -109,7 +110,9 @@ class StagedModel:
         self.path = self._dir / destination.name
         self.data_name = f"{destination.name}.data" if external_data else None
         try:
-            if external_data:
+            if unchanged_from is not None and not external_data:
+                shutil.copyfile(unchanged_from, self.path)
+            elif external_data:
                 ir.save(model, self.path, external_data=self.data_name, callback=_release_previous())
             else:
                 _save_single_file(model, self.path)

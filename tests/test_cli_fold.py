@@ -564,3 +564,11 @@ def test_fold_keeps_model_metadata_and_interface(tmp_path):
     assert list(folded.graph.input) == list(model.graph.input)
     assert list(folded.graph.output) == list(model.graph.output)
     assert not any(n.op_type == "BatchNormalization" for n in folded.graph.node)
+
+
+def test_nothing_to_fold_writes_the_input_byte_for_byte(tmp_path):
+    out = tmp_path / "out.onnx"
+    result = invoke("fold", TRAINING, out)
+    assert result.exit_code == 0, result.output
+    assert "skipped (training-mode)" in result.stderr
+    assert out.read_bytes() == TRAINING.read_bytes()

@@ -71,7 +71,9 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
     ok = True
     if not dry_run:
         progress(f"writing {model_out}")
-        staged = io.StagedModel(model, model_out, external_data=external)
+        # Nothing folded: the output is the input, byte for byte.
+        staged = io.StagedModel(model, model_out, external_data=external,
+                                unchanged_from=None if result.folded else model_in)
         try:
             if verify and result.folded:
                 from bnfold.verify import verify_models
