@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bnfold.fold.analysis import node_label
-from bnfold.lint.context import LintContext, is_op, upstream
+from bnfold.lint.context import LintContext, is_op
 from bnfold.lint.finding import WARNING, RuleInfo
 
 RULE = RuleInfo("BN005", "dropout-before-batchnorm", WARNING,
