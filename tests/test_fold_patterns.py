@@ -37,7 +37,7 @@ from helpers import (
     ort_run,
     weights,
 )
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from bnfold.fold.result import BACKWARD, FORWARD
 
@@ -581,3 +581,32 @@ def test_analyze_model_matches_fold_and_does_not_mutate():
     assert summarize(decisions) == summarize(result.decisions)
     assert {d.node for d in analyze_copy(model)} == {"bn", "mul", "add"}
     assert decision(decisions, "bn").partner == "conv"
+
+
+def test_dynamo_exporter_conv_bias_from_castlike_of_activation_and_shape_of_weight():
+    """torch.onnx.export(dynamo=True, optimize=False) writes each bias-less Conv's bias as
+    Expand(CastLike(Constant 0, <the activation>), Expand(Shape(W, end=1), [1])): CastLike reads only the
+    activation's dtype and Shape only the weight's shape, so the bias is a constant and the BN folds."""
+    rng = make_rng(51)
+    c = 6
+    stats = bn_stats(rng, c)
+    inits = [numpy_helper.from_array(weights(rng, (c, 3, 3, 3)), "W"), numpy_helper.from_array(
+        np.array([1], dtype=np.int64), "one")] + [numpy_helper.from_array(v, f"bn.{k}") for k, v in stats.items()]
+    nodes = [
+        helper.make_node("Relu", ["X"], ["act"], name="relu"),
+        helper.make_node("Constant", [], ["zero"], name="zero", value_float=0.0),
+        helper.make_node("CastLike", ["zero", "act"], ["zero_like"], name="castlike"),
+        helper.make_node("Shape", ["W"], ["w_shape"], name="shape", end=1),
+        helper.make_node("Expand", ["w_shape", "one"], ["bias_shape"], name="expand_shape"),
+        helper.make_node("Expand", ["zero_like", "bias_shape"], ["bias"], name="expand_bias"),
+        helper.make_node("Conv", ["act", "W", "bias"], ["conv_out"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["conv_out", *[f"bn.{k}" for k in stats]], ["Y"], name="bn",
+                         epsilon=1e-3),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", FLOAT, [1, 3, 5, 5])],
+                              [helper.make_tensor_value_info("Y", FLOAT, [1, c, 5, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folded, result = assert_fold_equal(model, {"X": rng.normal(size=(1, 3, 5, 5)).astype(np.float32)})
+    assert_folded(result, "bn", direction=BACKWARD, partner="conv", partner_op="Conv")
+    assert [n.op_type for n in folded.graph.node] == ["Relu", "Conv"]

@@ -18,7 +18,8 @@ __all__ = ["Decision", "FoldResult", "analyze_model", "fold_model"]
 
 
 def _analyze(model: ir.Model, strict_inputs: bool) -> tuple[list[GraphAnalysis], ShapeOracle]:
-    consts, shapes = ConstantResolver(model.ir_version), ShapeOracle(model)
+    shapes = ShapeOracle(model)
+    consts = ConstantResolver(model.ir_version, shapes)
     # Decisions name the subgraph they are in; the main graph is the unnamed default.
     analyses = [analyze_graph(graph, "" if graph is model.graph else (graph.name or "subgraph"), consts, shapes,
                               strict_inputs) for graph in model.graphs()]

@@ -100,7 +100,6 @@ _EVALUATORS = {
     "Constant": _constant,
     "ConstantOfShape": _constant_of_shape,
     "Cast": _cast,
-    "CastLike": lambda node, inputs: inputs[0].astype(inputs[1].dtype),
     "Reshape": _reshape,
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
@@ -112,8 +111,10 @@ _EVALUATORS = {
 class ConstantResolver:
     """Evaluates and caches constants; one resolver per analysis run."""
 
-    def __init__(self, ir_version: int) -> None:
+    def __init__(self, ir_version: int, shapes=None) -> None:
         self._cache: dict[int, Const | None] = {}
+        # A ShapeOracle, for the shape/dtype of run-time tensors that Shape/CastLike read (may be None).
+        self._shapes = shapes
         # Before IR 4 every initializer had to be listed as an input: that says nothing about intent.
         self._inputs_override = ir_version >= 4
 
@@ -135,7 +136,11 @@ class ConstantResolver:
         if value.is_graph_input():
             return None
         node = value.producer()
-        if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in _EVALUATORS:
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type in _METADATA_OPS:
+            return self._from_metadata(node)
+        if node.op_type not in _EVALUATORS:
             return None
         inputs = [self.resolve(v) for v in node.inputs if v is not None]
         if any(c is None for c in inputs):
@@ -145,3 +150,30 @@ class ConstantResolver:
         except (ValueError, TypeError, IndexError):
             return None
         return Const(any(c.overridable for c in inputs), array=np.asarray(array))
+
+    def _from_metadata(self, node: ir.Node) -> Const | None:
+        """Shape and CastLike read only a shape or a dtype from one input, so that input may be a run-time
+        tensor (PyTorch's dynamo exporter builds Conv biases as Expand(CastLike(0, x), Shape(weight)))."""
+        if node.op_type == "Shape":
+            source = node.inputs[0]
+            const = self.resolve(source)
+            if const is not None:
+                shape = const.shape
+            else:
+                shape = self._shapes.static_shape(source) if self._shapes is not None else source.shape
+            if shape is None or not all(isinstance(d, int) for d in shape):
+                return None
+            start, end = _attr(node, "start", 0), _attr(node, "end", None)
+            return Const(False, array=np.asarray(tuple(shape)[start:end], dtype=np.int64))
+        data = self.resolve(node.inputs[0])
+        like = None
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            target = node.inputs[1]
+            like = self._shapes.dtype(target) if self._shapes is not None else target.dtype
+        if data is None or like is None:
+            return None
+        return Const(data.overridable, array=data.array.astype(like.numpy()))
+
+
+# Ops whose result depends on an input's shape or dtype only, never on its values.
+_METADATA_OPS = frozenset({"Shape", "CastLike"})

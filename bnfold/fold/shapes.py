@@ -16,6 +16,11 @@ class ShapeOracle:
             self._infer()
         return tuple(int(d) for d in value.shape) if _is_static(value.shape) else None
 
+    def dtype(self, value: ir.Value) -> ir.DataType | None:
+        if value.dtype is None and self._added is None:
+            self._infer()
+        return value.dtype
+
     def rank(self, value: ir.Value | None) -> int | None:
         if value is None:
             return None
