@@ -738,3 +738,39 @@ def test_findings_come_in_rule_then_graph_order():
     findings = lint_sample("classic_mlp.onnx")
     codes = [f.code for f in findings]
     assert codes == sorted(codes)
+
+
+def _conv_bn_with_bias(bias_nodes, bias_inits, bias_name):
+    rng = make_rng(61)
+    stats = bn_stats(rng, 4)
+    inits = [onnx.numpy_helper.from_array(weights(rng, (4, 3, 3, 3)), "W"), *bias_inits]
+    inits += [onnx.numpy_helper.from_array(v, f"bn.{k}") for k, v in stats.items()]
+    nodes = [onnx.helper.make_node("Relu", ["X"], ["act"], name="relu"), *bias_nodes,
+             onnx.helper.make_node("Conv", ["act", "W", bias_name], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("BatchNormalization", ["c", *[f"bn.{k}" for k in stats]], ["Y"], name="bn")]
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("X", FLOAT, [1, 3, 5, 5])],
+                                   [onnx.helper.make_tensor_value_info("Y", FLOAT, [1, 4, 5, 5])], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_bn001_silent_on_the_zero_bias_pytorch_dynamo_synthesizes():
+    """dynamo gives a bias=False Conv the bias Expand(CastLike(0, x), Shape(W)): not the author's bias."""
+    nodes = [onnx.helper.make_node("Constant", [], ["zero"], name="zero", value_float=0.0),
+             onnx.helper.make_node("CastLike", ["zero", "act"], ["zero_like"], name="castlike"),
+             onnx.helper.make_node("Shape", ["W"], ["shape"], name="shape", end=1),
+             onnx.helper.make_node("Expand", ["zero_like", "shape"], ["bias"], name="expand")]
+    assert pairs(lint_proto(_conv_bn_with_bias(nodes, [], "bias"), "BN001")) == []
+
+
+def test_bn001_still_fires_on_a_stored_all_zero_bias():
+    """A stored bias stays at its zero init when BN follows (its gradient is zero): still redundant."""
+    bias = onnx.numpy_helper.from_array(np.zeros(4, np.float32), "B")
+    assert pairs(lint_proto(_conv_bn_with_bias([], [bias], "B"), "BN001")) == [("BN001", "conv")]
+
+
+def test_bn001_on_pytorch_dynamo_export_flags_only_the_real_biases():
+    path = SAMPLES / "pytorch" / "resnetish_dynamo.onnx"
+    findings = lint_model(load_model(path), str(path), codes=frozenset({"BN001"}))
+    assert sorted(f.op_type for f in findings) == ["Conv", "Conv", "ConvTranspose", "Gemm"]

@@ -47,7 +47,10 @@ def lint_model(model, path: str, *, codes: frozenset[str] | None = None, options
 
     ctx = LintContext(model, path, options or LintOptions())
     findings = []
-    for module in ALL_RULES:
-        if codes is None or module.RULE.code in codes:
-            findings.extend(f for f in module.check(ctx) if not ctx.suppressed(f))
+    try:
+        for module in ALL_RULES:
+            if codes is None or module.RULE.code in codes:
+                findings.extend(f for f in module.check(ctx) if not ctx.suppressed(f))
+    finally:
+        ctx.shapes.restore()  # linting leaves the model as it found it
     return findings

@@ -11,12 +11,25 @@ RULE = RuleInfo("BN001", "redundant-bias-before-batchnorm", WARNING,
                 "a linear layer's bias feeds BatchNormalization with no nonlinearity between")
 
 
+def _stored_bias(ctx: LintContext, node) -> bool:
+    """Whether the op has a bias the model author chose. PyTorch's dynamo exporter gives every bias=False Conv
+    a computed all-zero bias (Expand(CastLike(0, x), ...)): that one is not a parameter and not a finding."""
+    if len(node.inputs) < 3 or node.inputs[2] is None:
+        return False
+    bias = node.inputs[2]
+    producer = bias.producer()
+    if producer is None or producer.op_type == "Constant":
+        return True
+    value = ctx.consts.array(bias)
+    return value is None or bool(value.any())
+
+
 def _bias_owner(ctx: LintContext, bn):
     """(node with the bias, what the bias is) for the linear op right before `bn`, or None."""
     node = upstream(bn.inputs[0], exclusive=True)
-    if is_op(node, frozenset({"Conv", "ConvTranspose"})) and len(node.inputs) > 2 and node.inputs[2] is not None:
+    if is_op(node, frozenset({"Conv", "ConvTranspose"})) and _stored_bias(ctx, node):
         return node, "bias B"
-    if is_op(node, frozenset({"Gemm"})) and len(node.inputs) > 2 and node.inputs[2] is not None:
+    if is_op(node, frozenset({"Gemm"})) and _stored_bias(ctx, node):
         beta = node.attributes.get("beta")
         return None if beta is not None and beta.value == 0 else (node, "bias C")
     if is_bias_add(node, ctx.consts):

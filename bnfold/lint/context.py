@@ -16,6 +16,7 @@ from bnfold.fold import analyze_model
 from bnfold.fold.analysis import node_label
 from bnfold.fold.constants import ConstantResolver
 from bnfold.fold.result import Decision
+from bnfold.fold.shapes import ShapeOracle
 from bnfold.lint.finding import Finding, RuleInfo
 
 KERAS_LAYER_KEY = "bnfold.keras_layer"
@@ -45,8 +46,12 @@ class LintContext:
     options: LintOptions = field(default_factory=LintOptions)
 
     @cached_property
+    def shapes(self) -> ShapeOracle:
+        return ShapeOracle(self.model)
+
+    @cached_property
     def consts(self) -> ConstantResolver:
-        return ConstantResolver(self.model.ir_version)
+        return ConstantResolver(self.model.ir_version, self.shapes)
 
     @cached_property
     def decisions(self) -> dict[tuple[str, str], Decision]:
