@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from bnfold.errors import InputError, OutputError
+from bnfold.single_file import save_single_file
 
 
 def _tensors(proto: onnx.ModelProto):
@@ -115,7 +114,7 @@ class StagedModel:
             elif external_data:
                 ir.save(model, self.path, external_data=self.data_name, callback=_release_previous())
             else:
-                _save_single_file(model, self.path)
+                save_single_file(model, self.path)
         except Exception:
             self.discard()
             raise
@@ -207,71 +206,3 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _varint(number: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, number = number & 0x7F, number >> 7
-        out.append(low | (0x80 if number else 0))
-        if not number:
-            return bytes(out)
-
-
-# Wire tags (field number << 3 | length-delimited) of ModelProto.graph and GraphProto.initializer.
-_MODEL_GRAPH_TAG = _varint(7 << 3 | 2)
-_GRAPH_INITIALIZER_TAG = _varint(5 << 3 | 2)
-
-
-# TensorProto.raw_data's wire tag; float tensors computed by the fold are framed around their own buffer.
-_RAW_DATA_TAG = _varint(9 << 3 | 2)
-
-
-def _tensor_chunks(value) -> list:
-    """The serialized TensorProto of an initializer, as byte chunks to write in order: an unchanged tensor is
-    re-emitted as read, a folded float tensor's raw data is its numpy buffer itself (no copy)."""
-    import onnx_ir as ir
-
-    tensor = value.const_value
-    if isinstance(tensor, ir.serde.TensorProtoTensor) and tensor.raw.name == value.name \
-            and not tensor.metadata_props:
-        return [tensor.raw.SerializeToString()]
-    if isinstance(tensor, ir.Tensor) and sys.byteorder == "little" and not tensor.metadata_props \
-            and tensor.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE):
-        header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
-        data = memoryview(np.ascontiguousarray(tensor.numpy())).cast("B")
-        return [header.SerializeToString(), _RAW_DATA_TAG, _varint(data.nbytes), data]
-    proto = ir.serde.serialize_tensor(tensor)
-    proto.name = value.name
-    return [proto.SerializeToString()]
-
-
-def _save_single_file(model, path: Path) -> None:
-    """onnx.save(ir.to_proto(model)) without a second in-memory copy of every weight.
-
-    The graph is serialized without its initializers, then each initializer is appended as its own
-    ModelProto{graph{initializer}} fragment, hand-framed: protobuf merges a repeated message field's repeated
-    fields by appending, so the file parses to the same model while one tensor at a time is serialized.
-    """
-    import onnx_ir as ir
-
-    graph = model.graph
-    initializers = list(graph.initializers.values())
-    graph.initializers.clear()
-    try:
-        skeleton = ir.to_proto(model).SerializeToString()
-    finally:
-        for value in initializers:
-            graph.register_initializer(value)
-    with open(path, "wb") as handle:
-        handle.write(skeleton)
-        for value in initializers:
-            chunks = _tensor_chunks(value)
-            tensor_size = sum(len(c) if isinstance(c, bytes) else c.nbytes for c in chunks)
-            size = _varint(tensor_size)
-            handle.write(_MODEL_GRAPH_TAG)
-            handle.write(_varint(len(_GRAPH_INITIALIZER_TAG) + len(size) + tensor_size))
-            handle.write(_GRAPH_INITIALIZER_TAG)
-            handle.write(size)
-            for chunk in chunks:
-                handle.write(chunk)
