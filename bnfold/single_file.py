@@ -45,6 +45,11 @@ def _tensor_chunks(value) -> list:
         header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
         data = memoryview(np.ascontiguousarray(tensor.numpy())).cast("B")
         return [header.SerializeToString(), _RAW_DATA_TAG, _varint(data.nbytes), data]
+    if isinstance(tensor, ir.ExternalTensor):
+        # A single file holds every byte: read external data in rather than pointing at it.
+        header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
+        data = tensor.tobytes()
+        return [header.SerializeToString(), _RAW_DATA_TAG, _varint(len(data)), data]
     proto = ir.serde.serialize_tensor(tensor)
     proto.name = value.name
     return [proto.SerializeToString()]
