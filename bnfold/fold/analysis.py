@@ -19,6 +19,7 @@ import onnx_ir as ir
 from bnfold.fold import result as R
 from bnfold.fold.affine import Affine, Refusal, as_affine, compose
 from bnfold.fold.constants import ConstantResolver
+from bnfold.fold.layout import follow_channels, is_identity, is_op
 from bnfold.fold.partners import LINEAR_OPS, Layout, Partner, make_partner
 from bnfold.fold.shapes import ShapeOracle
 
@@ -100,7 +101,7 @@ class _Analyzer:
         try:
             # Identity/Dropout change nothing and Reshape/Transpose only move elements: look through them
             # (they stay in the graph) as long as the channel axis can be followed.
-            while _is_identity(value.producer()) or _is_op(value.producer(), ("Reshape", "Transpose")):
+            while is_identity(value.producer()) or is_op(value.producer(), ("Reshape", "Transpose")):
                 self.single_consumer(value)
                 moved.append(value.producer())
                 value = value.producer().inputs[0]
@@ -117,33 +118,12 @@ class _Analyzer:
             self.single_consumer(value)
             partner = self.partner(producer)
             layout = partner.output_layout()
-            if any(not _is_identity(n) for n in moved):
-                layout = self.follow_channels(chain[0].data, moved, layout)
+            if any(not is_identity(n) for n in moved):
+                layout = follow_channels(self.shapes, chain[0].data, moved, layout)
         except Refusal as refusal:
             return 0, None, refusal, None
         count, refusal = self.fit(chain, layout)
         return count, partner, refusal, layout
-
-    def follow_channels(self, data: ir.Value, moved: list[ir.Node], partner_layout: Layout) -> Layout:
-        """The chain's layout when Reshape/Transpose sit between it and the partner: axis 1 of the chain's
-        tensor must be, element for element, the partner's channel axis."""
-        shape = self.shapes.static_shape(data)
-        if shape is None or len(shape) < 2:
-            raise Refusal(R.UNKNOWN_SHAPE, "the shape between the linear op and the chain is not known")
-        axis, value = 1, data
-        for node in moved:
-            if node.op_type == "Transpose":
-                perm = node.attributes.get("perm")
-                rank = len(self.shapes.static_shape(value) or ())
-                axis = list(perm.value)[axis] if perm is not None else rank - 1 - axis
-            elif node.op_type == "Reshape":
-                axis = _reshaped_axis(self.shapes.static_shape(node.inputs[0]), self.shapes.static_shape(value), axis)
-            value = node.inputs[0]
-        rank = partner_layout.rank
-        if rank is None or axis != partner_layout.axis % rank or shape[1] != partner_layout.channels:
-            raise Refusal(R.CHANNEL_AXIS_MISMATCH, f"after {', '.join(n.op_type for n in moved)}, axis 1 of "
-                          "the normalized tensor is not the linear op's channel axis")
-        return Layout(len(shape), 1, shape[1])
 
     def fit(self, chain: list[Affine], layout: Layout) -> tuple[int, Refusal | None]:
         """Length of the chain prefix whose ops map onto `layout`, and why the next one does not."""
@@ -166,7 +146,7 @@ class _Analyzer:
             consumer = self.single_consumer(value)
             if consumer.op_type not in PASSTHROUGH_FORWARD or consumer.domain not in ("", "ai.onnx"):
                 break
-            if consumer.op_type == "Dropout" and not _is_identity(consumer):
+            if consumer.op_type == "Dropout" and not is_identity(consumer):
                 break
             if consumer.inputs[0] is not value or (consumer.op_type == "MaxPool" and len(consumer.outputs) > 1
                                                    and consumer.outputs[1].uses()):
@@ -299,35 +279,6 @@ class _Analyzer:
         order = {node_label(node): i for i, node in enumerate(self.graph)}
         self.out.decisions.sort(key=lambda d: order.get(d.node, len(order)))
         return self.out
-
-
-def _is_op(node: ir.Node | None, ops: tuple[str, ...]) -> bool:
-    return node is not None and node.domain in ("", "ai.onnx") and node.op_type in ops and bool(node.inputs)
-
-
-def _reshaped_axis(before: tuple[int, ...] | None, after: tuple[int, ...] | None, axis: int) -> int:
-    """The axis of `before` whose elements are exactly those of `axis` of `after`, or a Refusal: the axis must
-    keep its size and everything before it must hold the same number of elements."""
-    if before is None or after is None:
-        raise Refusal(R.UNKNOWN_SHAPE, "a Reshape's shapes are not known statically")
-    leading = int(np.prod(after[:axis], dtype=np.int64))
-    for candidate in range(len(before)):
-        if before[candidate] == after[axis] and int(np.prod(before[:candidate], dtype=np.int64)) == leading:
-            return candidate
-    raise Refusal(R.CHANNEL_AXIS_MISMATCH, f"Reshape {list(before)} -> {list(after)} mixes the channel axis "
-                  "with others")
-
-
-def _is_identity(node: ir.Node | None) -> bool:
-    """Identity, or a Dropout that is the identity: inference mode and its mask output unused."""
-    if node is None or node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is None:
-        return False
-    if node.op_type == "Identity":
-        return True
-    if node.op_type != "Dropout" or any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
-        return False
-    training = node.inputs[2] if len(node.inputs) > 2 else None
-    return training is None or (training.const_value is not None and not training.const_value.numpy().any())
 
 
 def chain_has_bn(chain: list[Affine]) -> bool:
