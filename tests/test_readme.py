@@ -37,7 +37,7 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "bn1 folded forward fc2 None" in out
     assert "folded 2/2 BatchNormalization: 2 forward into Gemm" in out
-    assert "verified: max abs error" in out
+    assert "verified: 1 output and 2 folded layers within limits over 3 batches" in out
 
 
 def test_every_test_the_readme_names_exists():

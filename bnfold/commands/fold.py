@@ -81,11 +81,11 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
                 progress(f"verifying with onnxruntime ({batches} batches)")
                 try:
                     check = verify_models(model_in, staged.path, shapes=shapes, inputs_npz=inputs_npz,
-                                          batches=batches, seed=seed, rtol=rtol, atol=atol)
+                                          batches=batches, seed=seed, rtol=rtol, atol=atol,
+                                          checkpoints=result.checkpoints)
                 except RuntimeUnavailable as exc:
                     raise RuntimeUnavailable(f"{exc}; pass --no-verify to skip verification") from exc
-                report["verify"] = {"ok": check.ok, "batches": check.batches,
-                                    "outputs": [vars(o) for o in check.outputs]}
+                report["verify"] = check.to_json()
                 echo(check.render())
                 ok = check.ok
             if ok or force:

@@ -56,4 +56,5 @@ def fold_model(model: ir.Model, *, strict_inputs: bool = False, store=None) -> F
         nodes_before=before,
         nodes_after=_count_nodes(model),
         removed_inputs=rewriter.removed_inputs,
+        checkpoints=rewriter.checkpoints,
     )

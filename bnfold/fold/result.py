@@ -74,6 +74,8 @@ class FoldResult:
     nodes_before: int = 0
     nodes_after: int = 0
     removed_inputs: list[str] = field(default_factory=list)
+    # One per folded main-graph layer: the tensor after it, in the folded and in the original model.
+    checkpoints: list = field(default_factory=list)
 
     def of_op(self, op_type: str) -> list[Decision]:
         return [d for d in self.decisions if d.op_type == op_type]

@@ -8,6 +8,8 @@ import onnx_ir as ir
 
 from bnfold.fold.analysis import GraphAnalysis, Plan, finalize
 from bnfold.fold.partners import Partner
+from bnfold.fold.result import BACKWARD
+from bnfold.verify import Checkpoint
 
 
 class Names:
@@ -35,16 +37,32 @@ class Rewriter:
         # IR < 4: every initializer of the main graph must also be a graph input.
         self.legacy_inputs = model.ir_version < 4
         self.removed_inputs: list[str] = []
+        self.checkpoints: list[Checkpoint] = []
         self._maybe_dead: list[ir.Value] = []
 
     def apply(self, analysis: GraphAnalysis) -> None:
         partners = finalize(analysis, self._write_weights)
+        places = self._places_after_partners(analysis)
         for plan in analysis.plans:
             self._remove_chain(plan)
         for partner in partners:
             if partner.op == "MatMul" and partner.bias is not None and partner.bias.any():
                 self._add_bias_after(partner.node, partner.bias.astype(partner.dtype.numpy()), partner.dtype)
         self._drop_dead()
+        self.checkpoints.extend(filter(None, (place.checkpoint(self.main) for place in places)))
+
+    def _places_after_partners(self, analysis: GraphAnalysis) -> list[_Place]:
+        """Where each main-graph partner's folded result will stand: after the BN chain it absorbs backward,
+        else right after the partner (a forward fold leaves the partner's output meaning what it meant)."""
+        targets: dict[int, tuple[Partner, ir.Value]] = {}
+        for plan in analysis.plans:
+            if plan.partner.node.graph is not self.main:
+                continue  # a subgraph's values cannot be graph outputs of the model
+            if plan.direction == BACKWARD:
+                targets[id(plan.partner)] = (plan.partner, plan.chain[-1].output)
+            else:
+                targets.setdefault(id(plan.partner), (plan.partner, plan.partner.node.outputs[0]))
+        return [_Place(partner, value, self.main) for partner, value in targets.values()]
 
     def _remove_chain(self, plan: Plan) -> None:
         head, tail = plan.chain[0], plan.chain[-1]
@@ -129,6 +147,26 @@ class Rewriter:
                 continue
             work.extend(v for v in node.inputs if v is not None)
             node.graph.remove(node, safe=True)
+
+
+class _Place:
+    """A value of the original graph, remembered by where it is used, so that after the rewrite we can name the
+    value standing in its place (the rewrite rewires uses and may rename graph outputs)."""
+
+    def __init__(self, partner: Partner, value: ir.Value, graph: ir.Graph) -> None:
+        node = partner.node
+        self.label = f"{node.op_type} '{node.name or node.outputs[0].name}'"
+        self.original = value.name
+        self.uses = [(use.node, use.idx) for use in value.uses()]
+        self.output_index = next((i for i, out in enumerate(graph.outputs) if out is value), None)
+
+    def checkpoint(self, graph: ir.Graph) -> Checkpoint | None:
+        if self.output_index is not None:
+            return Checkpoint(self.original, graph.outputs[self.output_index].name, self.label)
+        for node, index in self.uses:
+            if node.graph is graph:
+                return Checkpoint(self.original, node.inputs[index].name, self.label)
+        return None  # nothing read the value
 
 
 def _take_over(old: ir.Value, new: ir.Value) -> None:

@@ -1,0 +1,150 @@
+"""onnxruntime sessions for verification.
+
+Every session runs with all graph optimizations disabled: at the default level onnxruntime fuses Conv+BN
+itself, which would make comparing a folded model circular. A model can be opened with extra outputs (the
+tensors after folded layers), and the original can be opened a second time with every weight rounded once
+more: that run measures the rounding noise the criterion compares against (bnfold/verify/criterion.py).
+
+onnx and onnxruntime are imported inside the functions: `bnfold --help` must not pay for them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from bnfold.errors import InputError, RuntimeUnavailable
+from bnfold.verify.criterion import machine_epsilon
+
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
+# The initializer inputs a fold rewrites, and the other arithmetic ones: rounding these once more is what
+# folding does. Shape-like inputs (Resize scales, Range bounds, thresholds) are left alone, as a fold leaves them.
+_WEIGHT_SLOTS = {
+    "Conv": {1, 2}, "ConvTranspose": {1, 2}, "Gemm": {0, 1, 2}, "MatMul": {0, 1},
+    "BatchNormalization": {1, 2, 3, 4}, "InstanceNormalization": {1, 2}, "LayerNormalization": {1, 2},
+    "GroupNormalization": {1, 2}, "Add": {0, 1}, "Sub": {0, 1}, "Mul": {0, 1}, "Div": {0, 1}, "PRelu": {1},
+}
+
+
+def first_line(exc: Exception) -> str:
+    lines = _ORT_PREFIX.sub("", str(exc).strip()).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+class OpenModel:
+    """A model file read as a graph (external data stays on disk), ready to become onnxruntime sessions."""
+
+    def __init__(self, path: Path, extra_outputs=()) -> None:
+        import onnx
+
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        self.path = path
+        try:
+            self.proto = onnx.load_model(str(path), load_external_data=False)
+        except Exception:
+            self.proto = None
+        if self.proto is None or not self.proto.HasField("graph"):
+            raise InputError(f"{path.name} is not an ONNX model")
+        self.output_names = [out.name for out in self.proto.graph.output]
+        produced = {name for node in self.proto.graph.node for name in node.output}
+        for name in extra_outputs:
+            if name in produced and name not in self.output_names:
+                self.proto.graph.output.append(onnx.ValueInfoProto(name=name))
+        self._bytes = self.proto.SerializeToString()
+
+    def session(self, noise_seed: int | None = None):
+        """A session of the model; with noise_seed, every weight is moved by one unit in the last place."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeUnavailable("onnxruntime is not installed") from None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3  # ORT's warnings (e.g. initializers listed as inputs) are lint's job
+        # The graph comes from bytes; its external data is found next to the file it came from.
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(self.path.resolve().parent))
+        keep = [] if noise_seed is None else self._add_rounded_weights(options, noise_seed)
+        try:
+            session = ort.InferenceSession(self._bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise RuntimeUnavailable(f"onnxruntime cannot run {self.path.name}: {first_line(exc)}") from exc
+        session.bnfold_keep_alive = keep  # onnxruntime reads the added initializers from these buffers
+        return session
+
+    def _add_rounded_weights(self, options, seed: int) -> list:
+        import onnxruntime as ort
+        from onnx import TensorProto, numpy_helper
+
+        floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+        graph = self.proto.graph
+        weights = {t.name: t for t in graph.initializer if t.data_type in floats}
+        for node in graph.node:
+            slots = _WEIGHT_SLOTS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            for index, name in enumerate(node.input):
+                if name in weights and (slots is None or index not in slots):
+                    del weights[name]
+        for node in graph.node:  # a subgraph reads an outer weight by name; leave those alone too
+            for attr in node.attribute:
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    for inner in sub.node:
+                        for name in inner.input:
+                            weights.pop(name, None)
+        rng = np.random.default_rng([seed, 0x6E6F697365])
+        base = str(self.path.resolve().parent)
+        keep = []
+        for name, tensor in weights.items():
+            array = numpy_helper.to_array(tensor, base_dir=base)
+            step = np.asarray(machine_epsilon(array.dtype), dtype=array.dtype)
+            sign = rng.integers(0, 2, array.shape, dtype=np.int8).astype(array.dtype) * 2 - 1
+            rounded = np.ascontiguousarray(array * (np.asarray(1, dtype=array.dtype) + sign * step))
+            if rounded.dtype.name == "bfloat16":
+                value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(rounded.view(np.uint16), TensorProto.BFLOAT16)
+            else:
+                value = ort.OrtValue.ortvalue_from_numpy(rounded)
+            options.add_initializer(name, value)
+            keep.append((rounded, value))
+        return keep
+
+
+def run(session, feeds: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    names = [out.name for out in session.get_outputs()]
+    try:
+        if not any(_is_bfloat16(v.dtype) for v in feeds.values()) and not any(
+                out.type == "tensor(bfloat16)" for out in session.get_outputs()):
+            return dict(zip(names, session.run(None, feeds)))
+        return dict(zip(names, _run_bfloat16(session, feeds)))
+    except Exception as exc:
+        if type(exc).__name__ == "InvalidArgument":
+            raise InputError(f"onnxruntime rejected the inputs of {path.name}: {first_line(exc)}") from exc
+        raise RuntimeUnavailable(f"onnxruntime failed to run {path.name}: {first_line(exc)}; "
+                                 "check --shape/--inputs") from exc
+
+
+def _run_bfloat16(session, feeds: dict[str, np.ndarray]) -> list:
+    """ORT's Python API has no numpy type for bfloat16, so those tensors cross as raw 16-bit words."""
+    import ctypes
+
+    import ml_dtypes
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    values = {name: ort.OrtValue.ortvalue_from_numpy_with_onnx_type(value.view(np.uint16), TensorProto.BFLOAT16)
+              if _is_bfloat16(value.dtype) else ort.OrtValue.ortvalue_from_numpy(value)
+              for name, value in feeds.items()}
+    results = []
+    for value in session.run_with_ort_values(None, values):
+        if value.data_type() == "tensor(bfloat16)":
+            size = value.tensor_size_in_bytes()
+            raw = ctypes.string_at(value.data_ptr(), size) if size else b""
+            results.append(np.frombuffer(raw, dtype=ml_dtypes.bfloat16).reshape(value.shape()).copy())
+        else:
+            results.append(value.numpy())
+    return results
+
+
+def _is_bfloat16(dtype: np.dtype) -> bool:
+    return dtype.name == "bfloat16"
