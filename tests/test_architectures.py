@@ -1,0 +1,77 @@
+"""Deep torchvision/timm architectures (random weights, exported by sample_models/architectures/): bnfold fold
+writes and verifies every one, and deliberately wrong folds of them fail. Skips without torch, torchvision
+and timm (`pip install torch==2.14.1 torchvision==0.29.1 timm`)."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from helpers import fold_copy
+
+from bnfold.cli import cli
+from bnfold.verify import verify_models
+
+for module in ("torch", "torchvision", "timm"):
+    pytest.importorskip(module)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "sample_models" / "architectures" / "export_architectures.py"
+# name -> (BN folded, BN in the model, folded layers checked); mobileone's 35 identity-branch BN have no
+# linear neighbour
+EXPECTED = {"resnext50_32x4d": (53, 53, 53), "inception_v3": (94, 94, 94), "res2net50_14w_8s": (149, 149, 149),
+            "mobileone_s0": (191, 226, 191)}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("architectures")
+    export = runpy.run_path(str(SCRIPT), run_name="export_architectures")["export"]
+    return {name: export(name, out) for name in EXPECTED}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_fold_writes_a_verified_model(exported, tmp_path, name):
+    folded, total, layers = EXPECTED[name]
+    out = tmp_path / f"{name}.folded.onnx"
+    result = CliRunner().invoke(cli, ["fold", str(exported[name]), str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"folded {folded}/{total} BatchNormalization: {folded} backward into Conv" in result.stderr
+    assert f"verified: 1 output and {layers} folded layers within limits over 3 batches" in result.stderr
+    assert out.is_file()
+    verify = CliRunner().invoke(cli, ["verify", str(exported[name]), str(out)])
+    assert verify.exit_code == 0, verify.output
+    assert verify.stdout.splitlines()[-1] == "verified: 1 output within limits over 3 batches"
+
+
+def mutate(folded: onnx.ModelProto, conv: str, kind: str) -> onnx.ModelProto:
+    wrong = onnx.ModelProto()
+    wrong.CopyFrom(folded)
+    node = next(n for n in wrong.graph.node if n.name == conv)
+    weight = next(t for t in wrong.graph.initializer if t.name == node.input[1])
+    w = onnx.numpy_helper.to_array(weight).copy()
+    if kind == "scale":  # output channel 0 off by 1e4 units in the last place
+        w[0] = (w[0].astype(np.float64) * (1 + 1e4 * np.finfo(np.float32).eps)).astype(np.float32)
+    else:
+        w[[0, 1]] = w[[1, 0]]
+    weight.CopyFrom(onnx.numpy_helper.from_array(w, weight.name))
+    return wrong
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_wrong_folds_fail_at_the_wrong_layer(exported, tmp_path, name):
+    model = onnx.load(exported[name])
+    folded, result = fold_copy(model)
+    convs = [c.label for c in result.checkpoints]
+    # one channel 1e4 ulp off is caught in the first Conv; in the last, that is within the layer's own
+    # rounding noise (0.5-1.6x the limit measured), so only the swapped channel is asserted there
+    for label, kind in ((convs[0], "scale"), (convs[0], "swap"), (convs[-1], "swap")):
+        path = tmp_path / "wrong.onnx"
+        onnx.save(mutate(folded, label.split("'")[1], kind), path)
+        check = verify_models(exported[name], path, checkpoints=result.checkpoints)
+        failed = [c for c in check.layers if not c.ok]
+        assert not check.ok and failed[0].name == label, (kind, label)
+        assert failed[0].error > 100 * failed[0].limit
