@@ -241,8 +241,13 @@ def test_report_lists_every_bn(tmp_path):
             "node": bn, "op_type": "BatchNormalization", "outcome": "folded", "direction": "backward",
             "partner": conv, "partner_op": "Conv", "reason": None,
         }
-    assert report["verify"]["ok"] is True
-    assert [o["name"] for o in report["verify"]["outputs"]] == ["y"]
+    verify = report["verify"]
+    assert (verify["ok"], verify["batches"], verify["criterion"]) == (True, 3, "noise")
+    assert [o["name"] for o in verify["outputs"]] == ["y"]
+    assert [(c["name"], c["original"]) for c in verify["layers"]] == [
+        (f"Conv '{conv}'", bn) for bn, conv in RESNET_PAIRS.items()]
+    for c in verify["outputs"] + verify["layers"]:
+        assert c["ok"] and 0 <= c["error"] <= c["limit"] == pytest.approx(4 * c["noise"] + 8 * 2.0 ** -23)
 
 
 def test_report_training_mode_bn_is_skipped_and_model_still_written(tmp_path):
@@ -329,11 +334,12 @@ def test_verification_failure_with_force_writes_and_exits_1(tmp_path):
     assert json.loads(report_path.read_text(encoding="utf-8"))["verify"]["ok"] is False
 
 
-def test_fp16_sample_verifies_at_default_tolerances(tmp_path):
+def test_fp16_sample_verifies_against_its_fp16_noise(tmp_path):
     out = tmp_path / "out.onnx"
     result = invoke("fold", FP16, out)
     assert result.exit_code == 0, result.output
     assert "folded 1/1 BatchNormalization" in result.stderr
+    assert "verified: 1 output and 1 folded layer within limits over 3 batches" in result.stderr
     assert "BatchNormalization" not in op_types(out)
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
 

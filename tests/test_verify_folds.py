@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from deep_models import deep_model, miswrite
-from helpers import fold_copy
+from helpers import fold_copy, gemm_bn_model
 
 from bnfold.verify import Checkpoint, verify_models
 
@@ -98,3 +98,13 @@ def test_checkpoints_naming_no_tensor_are_left_out(tmp_path):
     points = [Checkpoint("bn1", "fc1", "Gemm 'fc1'"), Checkpoint("nope", "fc1", "Gemm 'x'")]
     result = verify_models(*save_pair(tmp_path, model, folded), checkpoints=points)
     assert [c.name for c in result.layers] == ["Gemm 'fc1'"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_gemm_fold_verifies_in_every_float_dtype(tmp_path, dtype):
+    """float64 resolves 1e-13: the fold must take BN's default epsilon as the float32 attribute it is."""
+    model = gemm_bn_model(dtype=dtype, c_shape="N", m=16, k=32, n=24)[0]
+    folded, result = fold_copy(model)
+    check = verify_models(*save_pair(tmp_path, model, folded), checkpoints=result.checkpoints)
+    assert check.ok, check.render()
+    assert check.outputs[0].error <= 4 * float(np.finfo(dtype).eps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bnfold.fold.affine import bn_epsilon
 from bnfold.fold.analysis import node_label
 from bnfold.fold.result import OVERFLOW
 from bnfold.lint.context import LintContext
@@ -16,8 +17,7 @@ _NAMES = ("scale", "B", "mean", "var")
 
 
 def _problems(ctx: LintContext, bn) -> list[str]:
-    attr = bn.attributes.get("epsilon")
-    eps = 1e-5 if attr is None else float(attr.value)
+    eps = bn_epsilon(bn)
     problems = []
     for name, value in zip(_NAMES, bn.inputs[1:5]):
         array = ctx.consts.array(value)
