@@ -43,8 +43,11 @@ def _verify_options(func):
         click.option("--batches", default=3, show_default=True, type=click.IntRange(1),
                      help="Number of random input batches to compare."),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for random inputs."),
-        click.option("--rtol", type=float, help="Relative tolerance (default: 1e-4 for fp32, dtype-aware)."),
-        click.option("--atol", type=float, help="Absolute tolerance (default: 1e-5 for fp32, dtype-aware)."),
+        click.option("--rtol", type=float,
+                     help="Compare elementwise with this relative tolerance instead of against the original's "
+                          "own rounding noise (the other defaults to 1e-4/1e-5 for fp32, dtype-aware)."),
+        click.option("--atol", type=float,
+                     help="Compare elementwise with this absolute tolerance (see --rtol)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -114,7 +117,12 @@ def fold(model_in: Path, model_out: Path | None, in_place: bool, dry_run: bool, 
 @_verify_options
 def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz: Path | None, batches: int,
            seed: int, rtol: float | None, atol: float | None) -> None:
-    """Run REFERENCE and CANDIDATE in onnxruntime on the same inputs and compare every output."""
+    """Run REFERENCE and CANDIDATE in onnxruntime on the same inputs and compare every output.
+
+    Each output passes when its error, max |CANDIDATE - REFERENCE| / max |REFERENCE|, is within 4x the
+    rounding noise REFERENCE already has (the same distance with its weights rounded once more) plus
+    8 eps of its dtype.
+    """
     from bnfold.verify import verify_models
 
     result = verify_models(reference, candidate, shapes=_parse_shapes(shapes), inputs_npz=inputs_npz,

@@ -108,6 +108,8 @@ def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[
     _check_same_signature(ref, cand, ref_model, cand_model)
     by_noise = rtol is None and atol is None
     noisy = ref_model.session(noise_seed=seed) if by_noise else None
+    ref_model.release()
+    cand_model.release()
     shapes = shapes or {}
     unknown = sorted(set(shapes) - {arg.name for arg in ref.get_inputs()})
     if unknown:

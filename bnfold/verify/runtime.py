@@ -55,6 +55,10 @@ class OpenModel:
                 self.proto.graph.output.append(onnx.ValueInfoProto(name=name))
         self._bytes = self.proto.SerializeToString()
 
+    def release(self) -> None:
+        """Drop the graph and its bytes once the sessions exist: a large model need not be held three times."""
+        self.proto = self._bytes = None
+
     def session(self, noise_seed: int | None = None):
         """A session of the model; with noise_seed, every weight is moved by one unit in the last place."""
         try:
