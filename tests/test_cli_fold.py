@@ -227,7 +227,7 @@ def test_report_lists_every_bn(tmp_path):
 
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    assert report["version"] == 1
+    assert report["version"] == 2
     assert report["input"] == str(RESNET) and report["output"] == str(out)
     assert report["nodes_before"] == 16 and report["nodes_after"] == 11
     assert report["removed_initializer_inputs"] == []
@@ -258,7 +258,7 @@ def test_report_training_mode_bn_is_skipped_and_model_still_written(tmp_path):
     assert "folded 0/1 BatchNormalization" in result.stderr
     assert "1 training-mode" in result.stderr
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    assert report["version"] == 1
+    assert report["version"] == 2
     assert len(report["decisions"]) == 1
     d = report["decisions"][0]
     assert (d["node"], d["op_type"], d["outcome"], d["direction"], d["partner"], d["reason"]) == (

@@ -108,7 +108,7 @@ class FoldResult:
 
     def to_json(self) -> dict:
         return {
-            "version": 1,
+            "version": 2,  # 2: verify judges against rounding noise (scale, error, noise, limit; per folded layer)
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
             "removed_initializer_inputs": self.removed_inputs,
