@@ -250,6 +250,33 @@ def test_fp32_pair_differing_by_1e_3_fails_by_default_and_passes_with_given_tole
     assert verify_models(a, b, atol=2e-3).outputs[0].rtol == 1e-4  # the other one keeps its dtype default
 
 
+def test_weights_computed_by_constant_of_shape_are_rounded_too(tmp_path):
+    path = save_model(tmp_path / "a.onnx", [
+        helper.make_node("ConstantOfShape", ["shape"], ["w"],
+                         value=numpy_helper.from_array(np.array([2.0], np.float32))),
+        helper.make_node("Mul", ["x", "w"], ["y"])],
+        [tensor("x", FLOAT, [4, 3])], [tensor("y", FLOAT, [4, 3])],
+        [numpy_helper.from_array(np.array([3], np.int64), "shape")])
+    out = verify_models(path, path).outputs[0]
+    assert out.ok and out.noise == pytest.approx(EPS32, rel=0.5)
+
+
+def test_small_outputs_get_more_noise_runs(tmp_path):
+    """A scalar output gives one noise sample per batch: too few for a stable maximum, so up to 8 runs."""
+    def model(path, w):
+        return save_model(path, [helper.make_node("Mul", ["x", "w"], ["t"]),
+                                 helper.make_node("ReduceSum", ["t"], ["y"], keepdims=0)],
+                          [tensor("x", FLOAT, [16])], [tensor("y", FLOAT, [])],
+                          [numpy_helper.from_array(np.full([16], w, np.float32), "w")])
+
+    scalar = verify_models(model(tmp_path / "a.onnx", 0.5), model(tmp_path / "b.onnx", 0.5))
+    assert scalar.ok and scalar.noise_runs == 8 and scalar.to_json()["noise_runs"] == 8
+    assert verify_models(two_output_model(tmp_path / "c.onnx"), two_output_model(tmp_path / "d.onnx"),
+                         batches=2).noise_runs == 6  # 6 elements x 2 batches: 64 samples need 6 runs
+    assert verify_models(two_output_model(tmp_path / "c.onnx"), two_output_model(tmp_path / "d.onnx"),
+                         atol=1e-5).noise_runs == 0
+
+
 def test_discrete_model_is_too_noisy_to_judge_and_says_so(tmp_path):
     """y = sin(x * 1e7): one unit in the last place of the weight moves x * w by about a radian."""
     def model(path, w):
@@ -302,7 +329,9 @@ def test_output_shape_change_is_a_failure_not_a_crash(tmp_path):
 
 def tally(reference, candidate, noisy=None, **tolerances):
     t = Tally("y", **tolerances)
-    t.add(np.asarray(reference), np.asarray(candidate), None if noisy is None else np.asarray(noisy))
+    t.add(np.asarray(reference), np.asarray(candidate))
+    if noisy is not None:
+        t.add_noise(np.asarray(reference), np.asarray(noisy))
     return t.result()
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnfold.errors import InputError
-from bnfold.verify.criterion import (CEILING, EXACT, FLOOR_ULPS, NOISE_FACTOR, TOLERANCE, Comparison, Tally,
-                                     default_tolerances)
+from bnfold.verify.criterion import (CEILING, EXACT, FLOOR_ULPS, MAX_NOISE_RUNS, NOISE, NOISE_FACTOR, NOISE_SAMPLES,
+                                     TOLERANCE, Comparison, Tally, default_tolerances)
 from bnfold.verify.inputs import load_npz, make_inputs
 from bnfold.verify.runtime import OpenModel, first_line, run
 
@@ -39,6 +39,7 @@ class VerifyResult:
     outputs: list[Comparison]
     batches: int
     layers: list[Comparison] = field(default_factory=list)
+    noise_runs: int = 0  # how many runs of the reference with its weights rounded once more
 
     @property
     def ok(self) -> bool:
@@ -54,7 +55,7 @@ class VerifyResult:
         return kinds.pop() if kinds else EXACT
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "batches": self.batches, "criterion": self.criterion,
+        return {"ok": self.ok, "batches": self.batches, "criterion": self.criterion, "noise_runs": self.noise_runs,
                 "outputs": [c.to_json() for c in self.outputs], "layers": [c.to_json() for c in self.layers]}
 
     def render(self) -> str:
@@ -106,10 +107,9 @@ def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[
     cand_model = OpenModel(cand_path, [c.folded for c in checkpoints])
     ref, cand = ref_model.session(), cand_model.session()
     _check_same_signature(ref, cand, ref_model, cand_model)
-    by_noise = rtol is None and atol is None
-    noisy = ref_model.session(noise_seed=seed) if by_noise else None
-    ref_model.release()
     cand_model.release()
+    by_noise = rtol is None and atol is None
+    noisy = [ref_model.session(noise_seed=seed)] if by_noise else []
     shapes = shapes or {}
     unknown = sorted(set(shapes) - {arg.name for arg in ref.get_inputs()})
     if unknown:
@@ -117,25 +117,34 @@ def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[
 
     if inputs_npz is not None:
         feed_batches = [load_npz(Path(inputs_npz), ref, first_line)]
+        batches = 1
     else:
         # one batch at a time: large inputs times many batches need not all sit in memory
         feed_batches = (make_inputs(ref, shapes, seed, batch) for batch in range(batches))
 
-    model_outputs = ref_model.output_names
     ref_names, cand_names = set(_names(ref)), set(_names(cand))
-    outputs = [Tally(name, rtol=rtol, atol=atol) for name in model_outputs]
+    outputs = [Tally(name, rtol=rtol, atol=atol) for name in ref_model.output_names]
     layers = [(point, Tally(point.label, rtol=rtol, atol=atol, original=point.original)) for point in checkpoints
               if point.original in ref_names and point.folded in cand_names]
+    pairs = [(t.name, t.name, t) for t in outputs] + [(p.original, p.folded, t) for p, t in layers]
     count = 0
     for count, feeds in enumerate(feed_batches, 1):
         want = run(ref, feeds, ref_path)
         got = run(cand, feeds, cand_path)
-        shaken = run(noisy, feeds, ref_path) if noisy is not None else {}
-        for tally in outputs:
-            tally.add(want[tally.name], got[tally.name], shaken.get(tally.name))
-        for point, tally in layers:
-            tally.add(want[point.original], got[point.folded], shaken.get(point.original))
-    return VerifyResult([t.result() for t in outputs], count, [t.result() for _, t in layers])
+        for ref_name, cand_name, tally in pairs:
+            tally.add(want[ref_name], got[cand_name])
+        if count == 1 and noisy:
+            smallest = min((want[name].size for name, _, t in pairs if t.criterion == NOISE), default=0)
+            runs = min(MAX_NOISE_RUNS, -(-NOISE_SAMPLES // max(1, smallest * batches)))
+            noisy += [ref_model.session(noise_seed=seed, noise_run=k) for k in range(1, runs)]
+            ref_model.release()
+        for session in noisy:
+            shaken = run(session, feeds, ref_path)
+            for ref_name, _, tally in pairs:
+                tally.add_noise(want[ref_name], shaken[ref_name])
+    ref_model.release()
+    return VerifyResult([t.result() for t in outputs], count, [t.result() for _, t in layers],
+                        noise_runs=len(noisy))
 
 
 def _names(session) -> list[str]:

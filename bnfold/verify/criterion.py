@@ -25,6 +25,10 @@ more direct reference, but onnxruntime has no float64 Conv, ConvTranspose or Ave
   says why; --rtol/--atol then let the user judge. It sits 20x above the largest noise measured inside the
   networks above (res2net50_14w_8s, the output of its last Conv: 4.7e-4).
 - An all-zero output must stay all zero; integer, bool and string outputs must match exactly.
+- The noise is a maximum over the elements of every batch; an output too small for that maximum to be
+  stable (fewer than NOISE_SAMPLES elements over all batches, e.g. a scalar) gets more noise runs, each with
+  its own rounding, up to MAX_NOISE_RUNS: with one scalar sample on each side a correct fold would fail
+  4x-noise one time in six, with 64 noise samples about never.
 
 Explicit --rtol/--atol replace all of this with an elementwise |B - A| <= atol + rtol·|A|.
 """
@@ -37,6 +41,8 @@ import numpy as np
 
 NOISE_FACTOR = 4.0
 FLOOR_ULPS = 8.0
+NOISE_SAMPLES = 64
+MAX_NOISE_RUNS = 8
 CEILING = {"float64": 1e-6, "float32": 1e-2, "float16": 1e-1, "bfloat16": 2.5e-1}
 # Defaults for the elementwise check when only one of --rtol/--atol is given.
 TOLERANCES = {"float64": (1e-6, 1e-8), "float32": (1e-4, 1e-5), "float16": (1e-2, 1e-3), "bfloat16": (5e-2, 1e-2)}
@@ -108,7 +114,7 @@ class Tally:
         rtol, atol = default_tolerances(self.dtype) if self.criterion == TOLERANCE else (0.0, 0.0)
         return (rtol if self.given[0] is None else self.given[0]), (atol if self.given[1] is None else self.given[1])
 
-    def add(self, reference, candidate, noisy=None) -> None:
+    def add(self, reference, candidate) -> None:
         ref, cand = np.asarray(reference), np.asarray(candidate)
         self.dtype = self.dtype or ref.dtype
         if self.note:
@@ -122,9 +128,20 @@ class Tally:
             if not np.array_equal(ref, cand):
                 self.note = "values differ"
         else:
-            self._add_numbers(ref.astype(np.float64), cand.astype(np.float64), noisy)
+            self._add_numbers(ref.astype(np.float64), cand.astype(np.float64))
 
-    def _add_numbers(self, a: np.ndarray, b: np.ndarray, noisy) -> None:
+    def add_noise(self, reference, noisy) -> None:
+        """One noise run's output for the same inputs as the last add()."""
+        ref, noisy = np.asarray(reference), np.asarray(noisy)
+        if not (is_float(ref.dtype) and ref.shape == noisy.shape):
+            return
+        a, c = ref.astype(np.float64), noisy.astype(np.float64)
+        # The noise run may turn a value non-finite (a perturbation on a knife edge): that says nothing
+        # about how large rounding noise is, so only values finite in both count.
+        both = np.isfinite(a) & np.isfinite(c)
+        self.max_noise = max(self.max_noise, float(np.abs(c[both] - a[both]).max(initial=0.0)))
+
+    def _add_numbers(self, a: np.ndarray, b: np.ndarray) -> None:
         finite = np.isfinite(a)
         self.scale = max(self.scale, float(np.abs(a[finite]).max(initial=0.0)))
         err = _difference(a, b)
@@ -137,12 +154,6 @@ class Tally:
         self.max_rel = max(self.max_rel, float(np.where(np.isnan(rel), np.inf, rel).max(initial=0.0)))
         if self.criterion == TOLERANCE:
             self.within_tolerance &= bool(np.all(err <= atol + rtol * np.abs(np.where(finite, a, 0.0))))
-        if noisy is not None:
-            # The noise run may turn a value non-finite (a perturbation on a knife edge): that says nothing
-            # about how large rounding noise is, so only values finite in both count.
-            c = np.asarray(noisy).astype(np.float64)
-            both = finite & np.isfinite(c)
-            self.max_noise = max(self.max_noise, float(np.abs(c[both] - a[both]).max(initial=0.0)))
 
     def result(self) -> Comparison:
         dtype = self.dtype.name if self.dtype is not None else "?"

@@ -59,8 +59,9 @@ class OpenModel:
         """Drop the graph and its bytes once the sessions exist: a large model need not be held three times."""
         self.proto = self._bytes = None
 
-    def session(self, noise_seed: int | None = None):
-        """A session of the model; with noise_seed, every weight is moved by one unit in the last place."""
+    def session(self, noise_seed: int | None = None, noise_run: int = 0):
+        """A session of the model; with noise_seed, every weight is moved by one unit in the last place
+        (noise_run numbers independent roundings for the same seed)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -71,33 +72,83 @@ class OpenModel:
         # The graph comes from bytes; its external data is found next to the file it came from.
         options.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                          str(self.path.resolve().parent))
-        keep = [] if noise_seed is None else self._add_rounded_weights(options, noise_seed)
+        graph, keep = self._bytes, []
+        if noise_seed is not None:
+            rng = np.random.default_rng([noise_seed, noise_run, 0x6E6F697365])
+            keep = self._add_rounded_weights(options, rng)
+            graph = self._with_computed_weights_rounded(rng) or graph
         try:
-            session = ort.InferenceSession(self._bytes, options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise RuntimeUnavailable(f"onnxruntime cannot run {self.path.name}: {first_line(exc)}") from exc
         session.bnfold_keep_alive = keep  # onnxruntime reads the added initializers from these buffers
         return session
 
-    def _add_rounded_weights(self, options, seed: int) -> list:
+    def _weight_slots(self):
+        """(node, input index, name) of every weight slot of a main-graph node."""
+        for node in self.proto.graph.node:
+            slots = _WEIGHT_SLOTS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            for index, name in enumerate(node.input):
+                yield node, (slots is not None and index in slots), index, name
+
+    def _with_computed_weights_rounded(self, rng: np.random.Generator) -> bytes | None:
+        """The graph with every computed weight multiplied by 1 + eps or every one by 1 - eps, or None if it
+        has none. A computed weight is usually one value repeated (ConstantOfShape), so a fold's rounding
+        errors on it share a sign across elements and layers and add up; one sign for all of them makes the
+        noise run add up the same way. Initializers are rounded element by element (_add_rounded_weights)."""
+        import onnx
+        from onnx import helper
+
+        computed = _computed_weights(self.proto.graph)
+        targets = {name for _, is_weight, _, name in self._weight_slots() if is_weight and name in computed}
+        if not targets:
+            return None
+        graph = onnx.GraphProto()
+        graph.CopyFrom(self.proto.graph)
+        factors = {}
+        sign = rng.choice([-1.0, 1.0])
+        for name in sorted(targets):
+            dtype = helper.tensor_dtype_to_np_dtype(computed[name])
+            factor = np.asarray(1 + sign * machine_epsilon(dtype), dtype=dtype)
+            factors[name] = (f"{name}/bnfold_rounded", helper.make_tensor(
+                f"{name}/bnfold_round", computed[name], [], [float(factor)]))
+        nodes = []
+        for node in graph.node:
+            node_copy = onnx.NodeProto()
+            node_copy.CopyFrom(node)
+            slots = _WEIGHT_SLOTS.get(node.op_type) if node.domain in ("", "ai.onnx") else set()
+            for index, name in enumerate(node_copy.input):
+                if name in factors and index in (slots or ()):
+                    node_copy.input[index] = factors[name][0]
+            nodes.append(node_copy)
+            for name in node.output:
+                if name in factors:
+                    rounded, factor = factors[name]
+                    graph.initializer.append(factor)
+                    nodes.append(helper.make_node("Mul", [name, factor.name], [rounded]))
+        del graph.node[:]
+        graph.node.extend(nodes)
+        model = onnx.ModelProto()
+        model.CopyFrom(self.proto)
+        model.graph.CopyFrom(graph)
+        return model.SerializeToString()
+
+    def _add_rounded_weights(self, options, rng: np.random.Generator) -> list:
         import onnxruntime as ort
         from onnx import TensorProto, numpy_helper
 
         floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
         graph = self.proto.graph
         weights = {t.name: t for t in graph.initializer if t.data_type in floats}
-        for node in graph.node:
-            slots = _WEIGHT_SLOTS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-            for index, name in enumerate(node.input):
-                if name in weights and (slots is None or index not in slots):
-                    del weights[name]
+        for _, is_weight, _, name in self._weight_slots():
+            if not is_weight:
+                weights.pop(name, None)
         for node in graph.node:  # a subgraph reads an outer weight by name; leave those alone too
             for attr in node.attribute:
                 for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
                     for inner in sub.node:
                         for name in inner.input:
                             weights.pop(name, None)
-        rng = np.random.default_rng([seed, 0x6E6F697365])
         base = str(self.path.resolve().parent)
         keep = []
         for name, tensor in weights.items():
@@ -112,6 +163,36 @@ class OpenModel:
             options.add_initializer(name, value)
             keep.append((rounded, value))
         return keep
+
+
+def _computed_weights(graph) -> dict[str, int]:
+    """Weight-slot values computed from constants alone (ConstantOfShape, Constant, Cast of an initializer,
+    ...), with their float element type: a fold rewrites them like initializers."""
+    from onnx import TensorProto
+
+    dtypes = {t.name: t.data_type for t in graph.initializer}
+    constant = set(dtypes)  # initializers listed as graph inputs too: the fold takes them as constants
+    for node in graph.node:
+        if node.op_type.startswith("Random") or any(a.type in (5, 10) for a in node.attribute):
+            continue  # random values, or a subgraph: not a constant
+        if not all(name in constant for name in node.input if name):
+            continue
+        value = next((a for a in node.attribute if a.name in ("value", "to")), None)
+        if node.op_type in ("Constant", "ConstantOfShape"):
+            dtype = value.t.data_type if value is not None else TensorProto.FLOAT
+        elif node.op_type == "Cast":
+            dtype = value.i
+        elif node.op_type == "CastLike":
+            dtype = dtypes.get(node.input[1])
+        else:
+            dtype = dtypes.get(node.input[0]) if node.input else None
+        for name in node.output:
+            constant.add(name)
+            if dtype is not None:
+                dtypes[name] = dtype
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+    initializers = {t.name for t in graph.initializer}
+    return {name: dtypes[name] for name in constant - initializers if dtypes.get(name) in floats}
 
 
 def run(session, feeds: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
