@@ -123,8 +123,11 @@ def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz
     rounding noise REFERENCE already has (the same distance with its weights rounded once more) plus
     8 eps of its dtype.
     """
+    from bnfold.keras import refuse_keras
     from bnfold.verify import verify_models
 
+    refuse_keras(reference, "verify")
+    refuse_keras(candidate, "verify")
     result = verify_models(reference, candidate, shapes=_parse_shapes(shapes), inputs_npz=inputs_npz,
                            batches=batches, seed=seed, rtol=rtol, atol=atol)
     click.echo(result.render())

@@ -27,6 +27,10 @@ CODES = sorted(RULES)
 # A .keras/.h5 model cannot have BN012 (bnfold lowers Keras weights to plain initializers): its Example
 # shows the PyTorch export that causes it and says so.
 KERAS_NOT_APPLICABLE = {"BN012"}
+# Only a Keras file shows these (ONNX BN always normalizes axis 1): the page has no ONNX block, and its
+# example is a shipped Keras sample, next to the clean one.
+KERAS_ONLY = {"BN013": ("wrong_bn_axis", "clean")}
+KERAS_SAMPLES = ROOT / "sample_models" / "keras"
 
 
 def _page(code: str) -> str:
@@ -79,7 +83,7 @@ def test_every_page_names_a_rule():
 @pytest.mark.parametrize("code", CODES)
 def test_example_has_keras_and_onnx_blocks(code):
     example = _section(_page(code), "Example")
-    assert len(_blocks(example, "onnx")) == 1
+    assert len(_blocks(example, "onnx")) == (0 if code in KERAS_ONLY else 1)
     python = _blocks(example, "python")
     assert python, "no Python (Keras) block"
     if code in KERAS_NOT_APPLICABLE:
@@ -91,6 +95,15 @@ def test_example_has_keras_and_onnx_blocks(code):
 @pytest.mark.parametrize("code", CODES)
 def test_example_triggers_the_rule_and_the_fix_does_not(code):
     text = _page(code)
+    if code in KERAS_ONLY:
+        from bnfold.keras import load_keras
+
+        problem, fixed = KERAS_ONLY[code]
+        assert f"sample_models/keras/{problem}.keras" in text
+        for suffix in (".keras", ".h5"):
+            assert code in {f.code for f in lint_model(load_keras(KERAS_SAMPLES / f"{problem}{suffix}"), "m")}
+            assert code not in {f.code for f in lint_model(load_keras(KERAS_SAMPLES / f"{fixed}{suffix}"), "m")}
+        return
     (problem,) = _blocks(_section(text, "Example"), "onnx")
     (fixed,) = _blocks(_section(text, "How to fix"), "onnx")
     assert code in _lint_codes(problem, f"{code}-example.onnx")
@@ -163,7 +176,7 @@ def test_installed_package_ships_the_pages():
 def test_readme_lists_every_rule():
     readme = (RULES_DIR / "README.md").read_text(encoding="utf-8")
     rows = [line for line in readme.splitlines() if re.match(r"\| \[BN\d{3}\]", line)]
-    assert len(rows) == len(RULES) == 12
+    assert len(rows) == len(RULES) == 13
     for row, code in zip(rows, CODES, strict=True):
         rule = RULES[code]
         cells = [cell.strip() for cell in row.strip("|").split("|")]

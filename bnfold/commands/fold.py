@@ -29,7 +29,9 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
              seed: int, rtol: float | None, atol: float | None) -> bool:
     """Returns False when verification failed (exit 1); raises BnfoldError for user errors (exit 2)."""
     from bnfold import io
+    from bnfold.keras import refuse_keras
 
+    refuse_keras(model_in, "fold")
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
     # Progress only for a person watching: CI logs and pipes get the summary alone.
     progress = echo if sys.stderr.isatty() else (lambda text: None)

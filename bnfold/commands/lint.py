@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from bnfold.errors import BnfoldError, InputError
+from bnfold.keras import KERAS_SUFFIXES, is_keras_path
 from bnfold.lint.finding import Finding, severity_rank
 
 ONNX_SUFFIXES = (".onnx",)
-KERAS_SUFFIXES = (".keras", ".h5")
 
 
 def discover(paths: tuple[Path, ...]) -> list[Path]:
@@ -34,9 +34,10 @@ def lint_file(path: Path, codes: frozenset[str], options) -> list[Finding]:
     from bnfold.io import load_model
     from bnfold.lint import lint_model
 
-    if path.suffix.lower() in KERAS_SUFFIXES:
-        raise InputError(f"{path}: Keras support needs the Keras frontend, which this version of bnfold does not "
-                         "have yet; export the model to ONNX and lint that")
+    if is_keras_path(path):
+        from bnfold.keras import load_keras
+
+        return lint_model(load_keras(path), str(path), codes=codes, options=options)
     return lint_model(load_model(path), str(path), codes=codes, options=options)
 
 

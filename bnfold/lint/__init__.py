@@ -18,6 +18,7 @@ from bnfold.lint import (
     bn010_consecutive_batchnorm,
     bn011_batchnorm_on_input,
     bn012_overridable_parameters,
+    bn013_batchnorm_axis_not_channels,
 )
 from bnfold.lint.finding import Finding, RuleInfo
 
@@ -34,6 +35,7 @@ ALL_RULES = (
     bn010_consecutive_batchnorm,
     bn011_batchnorm_on_input,
     bn012_overridable_parameters,
+    bn013_batchnorm_axis_not_channels,
 )
 
 RULES: dict[str, RuleInfo] = {module.RULE.code: module.RULE for module in ALL_RULES}

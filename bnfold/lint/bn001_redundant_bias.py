@@ -45,9 +45,13 @@ def check(ctx: LintContext):
         if owner is None:
             continue
         layer, what = owner
+        if ctx.from_keras:
+            what, fix = "bias", f"set use_bias=False on {ctx.layer_label(layer)}"
+        else:
+            fix = "drop the bias (Keras: use_bias=False; PyTorch: bias=False); `bnfold fold` also removes it"
         yield ctx.finding(
             RULE, graph, layer,
-            f"{layer.op_type} '{node_label(layer)}' has a {what} that BatchNormalization '{node_label(bn)}' "
-            "cancels: BN subtracts the batch mean, so its beta already plays the bias",
-            "drop the bias (Keras: use_bias=False; PyTorch: bias=False); `bnfold fold` also removes it",
+            f"{ctx.layer_label(layer)} has a {what} that {ctx.layer_label(bn)} cancels: BN subtracts the batch "
+            "mean, so its beta already plays the bias",
+            fix,
         )

@@ -12,6 +12,8 @@ RULE = RuleInfo("BN009", "unfolded-batchnorm", WARNING,
 
 
 def check(ctx: LintContext):
+    if ctx.from_keras:  # a Keras file is not deployed as is: `bnfold fold` folds its ONNX conversion
+        return
     for graph, bn in ctx.batchnorms:
         decision = ctx.decision(graph, bn)
         if decision is not None and decision.outcome == FOLDED:

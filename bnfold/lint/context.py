@@ -20,6 +20,8 @@ from bnfold.fold.shapes import ShapeOracle
 from bnfold.lint.finding import Finding, RuleInfo
 
 KERAS_LAYER_KEY = "bnfold.keras_layer"
+KERAS_CLASS_KEY = "bnfold.keras_class"
+SOURCE_KEY = "bnfold.source"  # "keras" on a model bnfold.keras lowered from a Keras file
 IGNORE_KEY = "bnfold.ignore"
 
 # Ops that move or relabel values without changing them (Dropout is the identity at inference).
@@ -44,6 +46,10 @@ class LintContext:
     model: ir.Model
     path: str
     options: LintOptions = field(default_factory=LintOptions)
+
+    @property
+    def from_keras(self) -> bool:
+        return self.model.metadata_props.get(SOURCE_KEY) == "keras"
 
     @cached_property
     def shapes(self) -> ShapeOracle:
@@ -88,6 +94,13 @@ class LintContext:
         """Whether the node's `bnfold.ignore` metadata (comma-separated codes or prefixes) covers the finding."""
         codes = self._node_ignores.get((finding.graph, finding.node), ())
         return any(code == "ALL" or finding.code.startswith(code) for code in codes)
+
+    def layer_label(self, node: ir.Node) -> str:
+        """How a message names the op: its Keras layer ("Dense 'dense_1'") when it came from one."""
+        layer, cls = node.metadata_props.get(KERAS_LAYER_KEY), node.metadata_props.get(KERAS_CLASS_KEY)
+        if layer and cls:
+            return f"{cls} '{layer}'"
+        return f"{node.op_type} '{node_label(node)}'"
 
     def finding(self, rule: RuleInfo, graph_label: str, node: ir.Node, message: str, fix: str) -> Finding:
         return Finding(path=self.path, code=rule.code, name=rule.name, severity=rule.severity,

@@ -1,0 +1,42 @@
+"""Keras model files (.keras, .h5, .hdf5) read as data and lowered into the IR the lint rules use.
+
+    model = load_keras(Path("model.keras"))    # an onnx_ir.Model; no TensorFlow, no Keras, no layer code run
+
+Importing this package is cheap: the reader and the lowering (h5py, onnx-ir) load inside load_keras.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bnfold.errors import InputError
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+__all__ = ["KERAS_SUFFIXES", "is_keras_path", "load_keras", "refuse_keras"]
+
+
+def is_keras_path(path: Path) -> bool:
+    return Path(path).suffix.lower() in KERAS_SUFFIXES
+
+
+def refuse_keras(path: Path, command: str) -> None:
+    """One message for every command that reads ONNX only, when it is given a Keras file."""
+    if is_keras_path(path):
+        raise InputError(f"{Path(path).name} is a Keras model: `bnfold {command}` reads ONNX, so convert it first "
+                         "(tf2onnx); `bnfold lint` reads Keras files as they are")
+
+
+def load_keras(path: Path):
+    from bnfold.keras.files import KerasFile
+    from bnfold.keras.graph import parse
+    from bnfold.keras.lower import lower
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    keras_file = KerasFile(path)
+    try:
+        graph = parse(keras_file.config)
+        return lower(graph, keras_file, str(keras_file.config.get("config", {}).get("name", path.stem)))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise InputError(f"{path.name}: cannot read the Keras model config ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,207 @@
+"""Lint of Keras files read as data (bnfold/keras/): the shipped samples in both formats, hand-made configs in
+both dialects, and proof that nothing is imported or executed."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bnfold.cli import cli
+from bnfold.errors import InputError
+from bnfold.keras import load_keras
+from bnfold.lint import lint_model
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_models" / "keras"
+# sample -> every finding with default options, as (code, node, Keras layer)
+EXPECTED = {
+    "seed_mlp": {("BN001", "dense", "dense"), ("BN001", "dense_1", "dense_1"), ("BN001", "dense_2", "dense_2"),
+                 ("BN002", "batch_normalization_2", "batch_normalization_2")},
+    "cnn_bn_after_activation": set(),
+    "untrained_statistics": {("BN007", "batch_normalization", "batch_normalization")},
+    "dropout_before_bn": {("BN005", "batch_normalization", "batch_normalization")},
+    "bn_on_input": {("BN011", "batch_normalization", "batch_normalization")},
+    "wrong_bn_axis": {("BN013", "batch_normalization", "batch_normalization")},
+    "clean": set(),
+}
+
+
+def findings(path: Path):
+    return lint_model(load_keras(path), str(path))
+
+
+def test_the_sample_script_lists_the_shipped_files():
+    import runpy
+
+    script = runpy.run_path(str(SAMPLES / "make_keras_samples.py"), run_name="make_keras_samples")
+    assert set(script["NAMES"]) == set(EXPECTED)
+    assert sorted(p.name for p in SAMPLES.glob("*.keras")) == sorted(f"{n}.keras" for n in EXPECTED)
+    assert sorted(p.name for p in SAMPLES.glob("*.h5")) == sorted(f"{n}.h5" for n in EXPECTED)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_sample_gives_exactly_its_findings(name, suffix):
+    assert {(f.code, f.node, f.keras_layer) for f in findings(SAMPLES / f"{name}{suffix}")} == EXPECTED[name]
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_seed_mlp_findings_give_keras_fixes(suffix):
+    by_node = {f.node: f for f in findings(SAMPLES / f"seed_mlp{suffix}") if f.code == "BN001"}
+    assert by_node["dense_1"].fix == "set use_bias=False on Dense 'dense_1'"
+    assert by_node["dense_1"].message.startswith(
+        "Dense 'dense_1' has a bias that BatchNormalization 'batch_normalization_1' cancels")
+
+
+def test_cli_lint_of_the_seed_mlp_without_tensorflow():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from bnfold.cli import cli\n"
+        f"r = CliRunner().invoke(cli, ['lint', '--isolated', '--format', 'json', {str(SAMPLES / 'seed_mlp.keras')!r},"
+        f" {str(SAMPLES / 'seed_mlp.h5')!r}])\n"
+        "print(r.exit_code, r.stdout.count('\"BN001\"'), r.stdout.count('\"BN002\"'))\n"
+        "print([m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines() == ["1 6 2", "[]"]
+
+
+@pytest.mark.parametrize(("command", "args"), [("fold", ["out.onnx"]), ("verify", ["other.onnx"])])
+def test_fold_and_verify_say_one_thing_about_keras_files(tmp_path, command, args):
+    (tmp_path / "other.onnx").write_bytes(b"")
+    result = CliRunner().invoke(cli, [command, str(SAMPLES / "seed_mlp.keras"), *[str(tmp_path / a) for a in args]])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "Error: seed_mlp.keras is a Keras model: "
+        f"`bnfold {command}` reads ONNX, so convert it first (tf2onnx); `bnfold lint` reads Keras files as they are"]
+
+
+# --- hand-made files: both dialects, nested models, shared layers, code that must not run ------------------
+
+def keras3_tensor(layer, node=0, index=0):
+    return {"class_name": "__keras_tensor__", "config": {"shape": [None], "dtype": "float32",
+                                                           "keras_history": [layer, node, index]}}
+
+
+def keras3_layer(cls, name, inputs, config=None, kwargs=None):
+    args = [inputs[0]] if len(inputs) == 1 else [inputs]
+    return {"class_name": cls, "name": name, "config": {"name": name, **(config or {})},
+            "inbound_nodes": [{"args": args, "kwargs": kwargs or {}}] if inputs else []}
+
+
+def write_keras3(path: Path, config: dict, variables: dict[str, list[np.ndarray]]) -> Path:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        for key, arrays in variables.items():
+            group = h5.create_group(f"layers/{key}/vars")
+            group.attrs["name"] = key.split("/layers/")[-1]
+            for i, array in enumerate(arrays):
+                group.create_dataset(str(i), data=array)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        archive.writestr("model.weights.h5", buffer.getvalue())
+    return path
+
+
+def bn_vars(n, mean=0.5, var=2.0):
+    return [np.ones(n, np.float32), np.zeros(n, np.float32), np.full(n, mean, np.float32), np.full(n, var, np.float32)]
+
+
+def functional(name, layers, inputs, outputs):
+    return {"class_name": "Functional", "config": {"name": name, "layers": layers, "input_layers": inputs,
+                                                   "output_layers": outputs}}
+
+
+def input_layer(name, shape):
+    return {"class_name": "InputLayer", "name": name, "config": {"name": name, "batch_shape": [None, *shape]},
+            "inbound_nodes": []}
+
+
+def test_lambda_layer_code_is_never_run(tmp_path):
+    marker = tmp_path / "ran.txt"
+    code = f"lambda x: (open({str(marker)!r}, 'w').write('ran'), x)[1]"
+    layers = [input_layer("x", [4]),
+              keras3_layer("Lambda", "evil", [keras3_tensor("x")], {"function": {"class_name": "__lambda__",
+                                                                               "config": {"code": code}}}),
+              keras3_layer("Dense", "dense", [keras3_tensor("evil")], {"units": 3, "use_bias": True}),
+              keras3_layer("BatchNormalization", "bn", [keras3_tensor("dense")], {"axis": -1})]
+    path = write_keras3(tmp_path / "lambda.keras", functional("m", layers, ["x", 0, 0], ["bn", 0, 0]),
+                        {"dense": [np.ones((4, 3), np.float32), np.ones(3, np.float32)], "bn": bn_vars(3)})
+    model = load_keras(path)
+    assert [(n.op_type, n.domain) for n in model.graph][:1] == [("Lambda", "keras")]
+    assert {(f.code, f.node) for f in lint_model(model, str(path))} == {("BN001", "dense")}
+    assert not marker.exists()
+
+
+def test_nested_model_shared_layer_and_training_true(tmp_path):
+    inner = functional("block", [
+        input_layer("block_in", [4]),
+        keras3_layer("Dense", "fc", [keras3_tensor("block_in")], {"units": 4, "use_bias": False}),
+        keras3_layer("BatchNormalization", "bn", [keras3_tensor("fc")], {"axis": -1}, {"training": True}),
+    ], ["block_in", 0, 0], ["bn", 0, 0])
+    inner.update(name="block", inbound_nodes=[{"args": [keras3_tensor("a")], "kwargs": {}}])
+    shared = keras3_layer("Dense", "shared", [keras3_tensor("x")], {"units": 4, "use_bias": True})
+    shared["inbound_nodes"].append({"args": [keras3_tensor("y")], "kwargs": {}})
+    layers = [input_layer("x", [4]), input_layer("y", [4]), shared,
+              keras3_layer("Add", "a", [keras3_tensor("shared", 0), keras3_tensor("shared", 1)]), inner,
+              keras3_layer("Activation", "out", [keras3_tensor("block")], {"activation": "softmax"})]
+    variables = {"shared": [np.ones((4, 4), np.float32), np.zeros(4, np.float32)],
+                 "block/layers/fc": [np.eye(4, dtype=np.float32)], "block/layers/bn": bn_vars(4)}
+    path = write_keras3(tmp_path / "nested.keras",
+                        functional("m", layers, [["x", 0, 0], ["y", 0, 0]], [["out", 0, 0]]), variables)
+    model = load_keras(path)
+    assert [v.name for v in model.graph.inputs] == ["x", "y"]
+    ops = [(n.name, n.op_type) for n in model.graph]
+    assert ops == [("shared", "Gemm"), ("shared", "Gemm"), ("a", "Add"), ("block/fc", "Gemm"),
+                   ("block/bn", "BatchNormalization"), ("out", "Softmax")]
+    assert {(f.code, f.node) for f in lint_model(model, str(path))} == {
+        ("BN002", "block/bn"), ("BN006", "block/bn")}
+
+
+def test_legacy_dialect_from_h5_attributes(tmp_path):
+    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": [
+        {"class_name": "Dense", "config": {"name": "d", "units": 3, "use_bias": True, "activation": "relu",
+                                           "batch_input_shape": [None, 5]}},
+        {"class_name": "BatchNormalization", "config": {"name": "b", "axis": [1], "epsilon": 0.001}},
+    ]}}
+    path = tmp_path / "seq.hdf5"
+    with h5py.File(path, "w") as h5:
+        h5.attrs["model_config"] = json.dumps(config)
+        weights = h5.create_group("model_weights")
+        for layer, names in (("d", ["kernel", "bias"]), ("b", ["gamma", "beta", "moving_mean", "moving_variance"])):
+            group = weights.create_group(layer)
+            group.attrs["weight_names"] = [f"{layer}/{n}:0".encode() for n in names]
+            for n in names:
+                value = -1.0 if n == "moving_variance" else 0.5
+                group.create_dataset(f"{layer}/{n}:0", data=np.full((5, 3) if n == "kernel" else 3, value, np.float32))
+    model = load_keras(path)
+    assert [(n.name, n.op_type) for n in model.graph] == [("d", "Gemm"), ("d/activation", "Relu"),
+                                                          ("b", "BatchNormalization")]
+    # a negative moving variance: BN008; the Relu sits between d's bias and b, so no BN001
+    assert {f.code for f in lint_model(model, str(path))} == {"BN008"}
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x03\x04broken"])
+def test_unreadable_keras_file_is_an_input_error(tmp_path, content):
+    path = tmp_path / "m.keras"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=r"^m.keras is not a readable Keras model"):
+        load_keras(path)
+
+
+def test_h5_with_weights_only_says_so(tmp_path):
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_group("dense")
+    with pytest.raises(InputError, match=r"^w.h5 has no model_config: it holds weights only, not a model$"):
+        load_keras(path)
