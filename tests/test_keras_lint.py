@@ -92,10 +92,13 @@ def keras3_tensor(layer, node=0, index=0):
                                                            "keras_history": [layer, node, index]}}
 
 
-def keras3_layer(cls, name, inputs, config=None, kwargs=None):
+def keras3_layer(cls, name, inputs, config=None, kwargs=None, input_shape=None):
     args = [inputs[0]] if len(inputs) == 1 else [inputs]
-    return {"class_name": cls, "name": name, "config": {"name": name, **(config or {})},
-            "inbound_nodes": [{"args": args, "kwargs": kwargs or {}}] if inputs else []}
+    layer = {"class_name": cls, "name": name, "config": {"name": name, **(config or {})},
+             "inbound_nodes": [{"args": args, "kwargs": kwargs or {}}] if inputs else []}
+    if input_shape is not None:  # Keras 3 records the shape each layer was built for
+        layer["build_config"] = {"input_shape": input_shape}
+    return layer
 
 
 def write_keras3(path: Path, config: dict, variables: dict[str, list[np.ndarray]]) -> Path:
@@ -205,3 +208,29 @@ def test_h5_with_weights_only_says_so(tmp_path):
         h5.create_group("dense")
     with pytest.raises(InputError, match=r"^w.h5 has no model_config: it holds weights only, not a model$"):
         load_keras(path)
+
+
+def test_explicit_channel_axis_is_the_channel_axis(tmp_path):
+    """keras.applications write BatchNormalization(axis=3) for channels-last images, often after a
+    ZeroPadding2D; with the rank unknown (after a Lambda, no build_config) a positive axis cannot be proved
+    wrong either; the build_config's shape can."""
+    layers = [input_layer("x", [8, 8, 3]),
+              keras3_layer("ZeroPadding2D", "pad", [keras3_tensor("x")], {"padding": [[1, 1], [1, 1]]}),
+              keras3_layer("Conv2D", "conv", [keras3_tensor("pad")], {"filters": 4, "kernel_size": [3, 3],
+                                                                       "use_bias": False}),
+              keras3_layer("BatchNormalization", "bn", [keras3_tensor("conv")], {"axis": 3}),
+              keras3_layer("Lambda", "opaque", [keras3_tensor("bn")]),
+              keras3_layer("BatchNormalization", "bn_after", [keras3_tensor("opaque")], {"axis": 2}),
+              keras3_layer("Conv2D", "conv2", [keras3_tensor("bn_after")], {"filters": 4, "kernel_size": [1, 1],
+                                                                             "use_bias": False}),
+              keras3_layer("BatchNormalization", "bn_height", [keras3_tensor("conv2")], {"axis": 1},
+                           input_shape=[None, 10, 10, 4])]
+    variables = {"conv": [np.ones((3, 3, 3, 4), np.float32)], "bn": bn_vars(4), "bn_after": bn_vars(4),
+                 "conv2": [np.ones((1, 1, 4, 4), np.float32)], "bn_height": bn_vars(10)}
+    path = write_keras3(tmp_path / "axes.keras", functional("m", layers, ["x", 0, 0], ["bn_height", 0, 0]),
+                        variables)
+    model = load_keras(path)
+    assert [(n.name, n.op_type, n.domain) for n in model.graph if "bn" in n.name] == [
+        ("bn", "BatchNormalization", ""), ("bn_after", "BatchNormalization", ""),
+        ("bn_height", "BatchNormalization", "keras")]
+    assert [f.node for f in lint_model(model, str(path)) if f.code == "BN013"] == ["bn_height"]

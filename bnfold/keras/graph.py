@@ -20,6 +20,7 @@ class Call:
     inputs: list[str]    # tensor names
     outputs: list[str]
     kwargs: dict = field(default_factory=dict)
+    input_shape: list | None = None  # Keras 3's build_config: the shape the layer was built for
 
 
 @dataclass
@@ -103,7 +104,9 @@ class _Builder:
             for i, tensor in enumerate(inner_outputs):
                 self.alias[f"{name}:{index}:{i}"] = tensor
             return self.resolve(out)
-        self.calls.append(Call(name, str(layer.get("class_name")), layer.get("config", {}), inputs, [out], kwargs))
+        build = (layer.get("build_config") or {}).get("input_shape")
+        self.calls.append(Call(name, str(layer.get("class_name")), layer.get("config", {}), inputs, [out], kwargs,
+                               build if isinstance(build, list) else None))
         return out
 
 

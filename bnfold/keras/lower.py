@@ -174,6 +174,8 @@ class _Lowering:
             pooled = self._node(call, GLOBAL_POOLS[cls], [xs[0]])
             y = pooled if cfg.get("keepdims") else self._node(call, "Flatten", [pooled], suffix="/flatten")
             out_rank = rank if cfg.get("keepdims") else 2
+        elif cls in ("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D"):
+            y = self._node(call, "Pad", [xs[0]])  # zeros around the image: rank and channels stay
         elif cls in MERGES:
             attrs = [ir.AttrInt64("axis", 1)] if cls == "Concatenate" else []
             y = self._node(call, MERGES[cls], xs, attrs)
@@ -227,6 +229,8 @@ class _Lowering:
 
     def _batchnorm(self, call: Call, x: ir.Value, rank: int | None) -> ir.Value:
         cfg = call.config
+        if call.input_shape and not isinstance(call.input_shape[0], list):
+            rank = len(call.input_shape)
         axis = cfg.get("axis", -1)
         axes = axis if isinstance(axis, list) else [axis]
         gamma = self._weight(call, "gamma")
@@ -239,7 +243,8 @@ class _Lowering:
             beta = self._constant(f"{call.layer}/beta", np.zeros(channels, np.float32))
         attrs = [ir.AttrFloat32("epsilon", float(cfg.get("epsilon", 1e-3))),
                  ir.AttrFloat32("momentum", float(cfg.get("momentum", 0.99)))]
-        on_channels = len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
+        # With the rank unknown (after a layer bnfold cannot see through) a positive axis cannot be proved wrong.
+        on_channels = len(axes) == 1 and (axes[0] == -1 or rank is None or axes[0] == rank - 1)
         if call.kwargs.get("training") is True:
             attrs.append(ir.AttrInt64("training_mode", 1))
         if not on_channels or None in (gamma, beta, mean, var):
