@@ -811,7 +811,7 @@ def main(argv: list[str]) -> int:
     print(f"  built in {time.perf_counter() - t0:.1f} s (width {info['width']})", flush=True)
     table, raw["synthetic"] = bench_model(models_dir / name, tools, skipped, args, work, logs, args.repeat)
     lines += ["", f"## Synthetic ResNet-like model, {args.size_mb:g} MiB requested (width {info['width']})", "",
-              *table, "", "Budgets (DESIGN.md):", "", *budget_lines(raw["synthetic"])]
+              *table, "", "Budgets:", "", *budget_lines(raw["synthetic"])]
 
     if args.huge:
         name = f"resnet_{args.huge_mb:g}mb_external.onnx"
@@ -821,7 +821,7 @@ def main(argv: list[str]) -> int:
         print(f"  built in {time.perf_counter() - t0:.1f} s (width {info['width']})", flush=True)
         table, raw["huge"] = bench_model(models_dir / name, tools, skipped, args, work, logs, 1)
         lines += ["", f"## Huge model, {args.huge_mb:g} MiB with external data (width {info['width']})", "",
-                  *table, "", "Budgets (DESIGN.md):", "", *budget_lines(raw["huge"], huge=True)]
+                  *table, "", "Budgets:", "", *budget_lines(raw["huge"], huge=True)]
         if not args.keep_outputs:
             for f in (models_dir / name, models_dir / (name + ".data")):
                 f.unlink(missing_ok=True)

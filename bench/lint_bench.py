@@ -1,10 +1,13 @@
 """Time `bnfold lint` and `bnfold --help` against the cost of just reading the model, in one run.
 
-    python bench/lint_bench.py [--size-mb 100] [--repeat 5]
+    python bench/lint_bench.py [--size-mb 100] [--repeat 5] [--keras]
 
-Budgets (DESIGN.md): `bnfold --help` < 0.3 s; lint of a 100 MB ONNX < 1 s. Each number is the median of
+Budgets: `bnfold --help` < 0.3 s; lint of a 100 MB ONNX < 1 s. Each number is the median of
 --repeat runs of a fresh subprocess (interpreter start included), next to `python -c "import onnx;
 onnx.load(...)"` — the least any tool that reads the file pays — so the ratio survives a noisy machine.
+
+--keras (needs `pip install '.[keras]' tf_keras`) also times `bnfold lint` of keras.applications.ResNet50
+(weights=None) saved as .keras (Keras 3) and .h5 (tf_keras), next to Keras' own `keras.saving.load_model`.
 """
 
 from __future__ import annotations
@@ -47,11 +50,44 @@ def in_process(model: Path, repeat: int) -> float:
     return statistics.median(times)
 
 
+KERAS_MODEL = """
+import os, sys
+if sys.argv[2] == "legacy":
+    import tf_keras as keras
+else:
+    import keras
+keras.utils.set_random_seed(0)
+keras.applications.ResNet50(weights=None).save(sys.argv[1])
+"""
+
+
+def keras_rows(models: Path, py: str, bnfold: str) -> list[tuple[str, list[str]]]:
+    import os
+
+    rows = []
+    for suffix, flavour in ((".keras", "keras3"), (".h5", "legacy")):
+        path = models / f"resnet50{suffix}"
+        if not path.exists():
+            env = dict(os.environ, TF_USE_LEGACY_KERAS="1" if flavour == "legacy" else "0")
+            subprocess.run([py, "-c", KERAS_MODEL, str(path), flavour], check=True, env=env, capture_output=True)
+        rows.append((f"bnfold lint resnet50{suffix} ({path.stat().st_size / MiB:.0f} MiB)",
+                     [bnfold, "lint", "--isolated", "--format", "json", str(path)]))
+    keras_file = models / "resnet50.keras"
+    rows.append(("keras.saving.load_model(resnet50.keras)",
+                 [py, "-c", f"import keras; keras.saving.load_model({str(keras_file)!r})"]))
+    rows.append(("lint_file(resnet50.keras), exits 1 if tensorflow stayed unimported",
+                 [py, "-c", "import sys; from bnfold.commands.lint import lint_file; from pathlib import Path; "
+                            f"lint_file(Path({str(keras_file)!r}), None, None); "
+                            "sys.exit(0 if 'tensorflow' in sys.modules else 1)"]))
+    return rows
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=float, default=100)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out-dir", type=Path, default=HERE / "out")
+    parser.add_argument("--keras", action="store_true", help="also lint ResNet50 as .keras and .h5")
     args = parser.parse_args(argv)
     models = args.out_dir / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -67,10 +103,12 @@ def main(argv: list[str]) -> int:
         ("bnfold lint --format json", [bnfold, "lint", "--isolated", "--format", "json", str(model)]),
         ("import bnfold.lint (onnx-ir, numpy, onnx)", [py, "-c", "import bnfold.lint"]),
     ]
+    if args.keras:
+        rows += keras_rows(models, py, bnfold)
     results = {}
     for label, command in rows:
         results[label], out = timed(command, args.repeat)
-        if label.startswith("bnfold lint"):
+        if label == "bnfold lint --format json":
             findings = out.count('"code":')
     results["load + lint, in-process, imports excluded"] = in_process(model, args.repeat)
     floor = results["onnx.load (read floor)"]

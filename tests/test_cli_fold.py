@@ -478,7 +478,7 @@ def test_overridable_parameters_fold_by_default(tmp_path):
 
 def test_ir3_model_folds_into_a_valid_ir3_model(tmp_path):
     """IR 3 requires every initializer to be listed as a graph input; the folded model must still pass
-    onnx.checker (DESIGN: keep ir_version, the result passes the full check)."""
+    onnx.checker (the fold keeps ir_version, and the result passes the full check)."""
     source = conv_bn_model(ir_version=3, opset=9, initializers_as_inputs=True)
     onnx.checker.check_model(source, full_check=True)
     model = tmp_path / "in.onnx"

@@ -384,7 +384,7 @@ def test_light_model_folds(name):
 
 @pytest.mark.parametrize("name", sorted(LIGHT_MODELS))
 def test_light_model_folded_passes_checker(name):
-    """DESIGN: the result keeps ir_version and passes onnx.checker (full check). These are IR 3 models, where
+    """The fold contract: the result keeps ir_version and passes onnx.checker (full check). These are IR 3 models, where
     every initializer must also be listed as a graph input."""
     path = light_path(name)
     original = onnx.load(str(path))
