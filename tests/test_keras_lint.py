@@ -101,7 +101,8 @@ def keras3_layer(cls, name, inputs, config=None, kwargs=None, input_shape=None):
     return layer
 
 
-def write_keras3(path: Path, config: dict, variables: dict[str, list[np.ndarray]]) -> Path:
+def write_keras3(path: Path, config: dict, variables: dict[str, list[np.ndarray]],
+                 compression=zipfile.ZIP_STORED) -> Path:
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
         for key, arrays in variables.items():
@@ -109,7 +110,7 @@ def write_keras3(path: Path, config: dict, variables: dict[str, list[np.ndarray]
             group.attrs["name"] = key.split("/layers/")[-1]
             for i, array in enumerate(arrays):
                 group.create_dataset(str(i), data=array)
-    with zipfile.ZipFile(path, "w") as archive:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
         archive.writestr("config.json", json.dumps(config))
         archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
         archive.writestr("model.weights.h5", buffer.getvalue())
@@ -144,6 +145,17 @@ def test_lambda_layer_code_is_never_run(tmp_path):
     assert [(n.op_type, n.domain) for n in model.graph][:1] == [("Lambda", "keras")]
     assert {(f.code, f.node) for f in lint_model(model, str(path))} == {("BN001", "dense")}
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_weights_read_in_place_or_from_a_compressed_member(tmp_path, compression):
+    """Keras stores model.weights.h5 uncompressed, and bnfold reads it in place; a deflated one is read whole."""
+    layers = [input_layer("x", [4]),
+              keras3_layer("Dense", "dense", [keras3_tensor("x")], {"units": 3, "use_bias": False}),
+              keras3_layer("BatchNormalization", "bn", [keras3_tensor("dense")], {"axis": -1})]
+    path = write_keras3(tmp_path / "m.keras", functional("m", layers, ["x", 0, 0], ["bn", 0, 0]),
+                        {"dense": [np.ones((4, 3), np.float32)], "bn": bn_vars(3, mean=0.0, var=1.0)}, compression)
+    assert [(f.code, f.node) for f in findings(path)] == [("BN007", "bn")]
 
 
 def test_nested_model_shared_layer_and_training_true(tmp_path):

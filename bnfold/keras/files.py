@@ -31,11 +31,11 @@ class KerasFile:
         self._h5 = None
         try:
             if path.suffix.lower() == ".keras":
-                with zipfile.ZipFile(path) as archive:
-                    self.config = json.loads(archive.read("config.json"))
-                    weights = archive.read("model.weights.h5") if "model.weights.h5" in archive.namelist() else None
+                self._archive = zipfile.ZipFile(path)
+                self.config = json.loads(self._archive.read("config.json"))
                 self.format = "keras3"
-                self._h5 = h5py.File(io.BytesIO(weights), "r") if weights is not None else None
+                if "model.weights.h5" in self._archive.namelist():
+                    self._h5 = h5py.File(_member(path, self._archive, "model.weights.h5"), "r")
                 self._paths = _keras3_variables(self._h5) if self._h5 is not None else {}
             else:
                 self._h5 = h5py.File(path, "r")
@@ -59,6 +59,55 @@ class KerasFile:
 
     def read(self, layer: str, index: int) -> np.ndarray:
         return np.asarray(self._h5[self._paths[layer][index][1]])
+
+
+class _Window(io.RawIOBase):
+    """A read-only view of bytes [start, start + size) of a file: h5py reads a stored zip member in place,
+    seeking to just the variables a rule asks for, instead of the whole member being read into memory."""
+
+    def __init__(self, path: Path, start: int, size: int) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - lives as long as the h5py.File reading it
+        self._start, self._size, self._pos = start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self._size - self._pos))
+        self._file.seek(self._start + self._pos)
+        data = self._file.read(count)
+        buffer[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _member(path: Path, archive: zipfile.ZipFile, name: str):
+    """A seekable file object for one zip member: in place when stored (Keras does not compress it)."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return io.BytesIO(archive.read(name))
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset)
+        header = raw.read(30)
+        if header[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"bad local header for {name}")
+        name_length, extra_length = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+    return _Window(path, info.header_offset + 30 + name_length + extra_length, info.file_size)
 
 
 def _keras3_variables(h5, prefix: str = "", group=None) -> dict[str, list[tuple[str, str]]]:
