@@ -206,6 +206,23 @@ def test_legacy_dialect_from_h5_attributes(tmp_path):
     assert {f.code for f in lint_model(model, str(path))} == {"BN008"}
 
 
+def test_legacy_tf_op_lambda_is_an_opaque_barrier(tmp_path):
+    """tf_keras writes `x + 3` (MobileNetV3's hard-swish) as a TFOpLambda whose inbound node is one flat ref."""
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "name": "x", "config": {"name": "x", "batch_input_shape": [None, 4]},
+         "inbound_nodes": []},
+        {"class_name": "TFOpLambda", "name": "tf.__operators__.add", "config": {"name": "tf.__operators__.add",
+                                                                               "function": "__operators__.add"},
+         "inbound_nodes": [["x", 0, 0, {"y": 3.0, "name": None}]]},
+    ], "input_layers": [["x", 0, 0]], "output_layers": [["tf.__operators__.add", 0, 0]]}}
+    path = tmp_path / "op.h5"
+    with h5py.File(path, "w") as h5:
+        h5.attrs["model_config"] = json.dumps(config)
+    model = load_keras(path)
+    assert [(n.op_type, n.domain) for n in model.graph] == [("TFOpLambda", "keras")]
+    assert lint_model(model, str(path)) == []
+
+
 @pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x03\x04broken"])
 def test_unreadable_keras_file_is_an_input_error(tmp_path, content):
     path = tmp_path / "m.keras"

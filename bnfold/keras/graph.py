@@ -125,6 +125,8 @@ def _inbound(node) -> tuple[list[list], dict]:
         kwargs = {k: v for k, v in node.get("kwargs", {}).items() if not _is_tensor(v)}
         return refs, kwargs
     refs, kwargs = [], {}
+    if node and isinstance(node[0], str):  # tf_keras' TFOpLambda: one [name, node, tensor, kwargs], not nested
+        node = [node]
     for ref in node:  # Keras 2: [[name, node, tensor, kwargs], ...]
         refs.append(ref[:3])
         if len(ref) > 3 and isinstance(ref[3], dict):
