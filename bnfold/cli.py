@@ -90,9 +90,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
               help="Refuse to fold parameters that are also graph inputs (overridable at run time).")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
 @click.option("--force", is_flag=True, help="Write OUT even if verification fails.")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(9),
+              help="Keras input: the ONNX opset tf2onnx converts to.")
+@click.option("--unsafe-keras", is_flag=True, help="Keras input: allow loading Lambda layers (runs their code).")
 @_verify_options
 def fold(model_in: Path, model_out: Path | None, in_place: bool, dry_run: bool, report_path: Path | None,
-         strict_inputs: bool, no_verify: bool, force: bool, shapes: tuple[str, ...],
+         strict_inputs: bool, no_verify: bool, force: bool, opset: int, unsafe_keras: bool, shapes: tuple[str, ...],
          inputs_npz: Path | None, batches: int, seed: int, rtol: float | None, atol: float | None) -> None:
     """Fold inference-mode BatchNormalization in IN into its neighbours and write OUT.
 
@@ -105,7 +108,8 @@ def fold(model_in: Path, model_out: Path | None, in_place: bool, dry_run: bool, 
     ok = run_fold(
         model_in, model_out or model_in, in_place=in_place, dry_run=dry_run, report_path=report_path,
         strict_inputs=strict_inputs, verify=not no_verify, force=force, shapes=_parse_shapes(shapes),
-        inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol,
+        inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol, opset=opset,
+        unsafe_keras=unsafe_keras,
     )
     if not ok:
         sys.exit(EXIT_FAILED)
@@ -123,13 +127,15 @@ def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz
     rounding noise REFERENCE already has (the same distance with its weights rounded once more) plus
     8 eps of its dtype.
     """
-    from bnfold.keras import refuse_keras
-    from bnfold.verify import verify_models
+    from bnfold.keras import is_keras_path, refuse_keras
 
-    refuse_keras(reference, "verify")
     refuse_keras(candidate, "verify")
-    result = verify_models(reference, candidate, shapes=_parse_shapes(shapes), inputs_npz=inputs_npz,
-                           batches=batches, seed=seed, rtol=rtol, atol=atol)
+    if is_keras_path(reference):  # the ONNX candidate against the Keras model it came from, in TensorFlow
+        from bnfold.verify.keras_reference import verify_against_keras as compare
+    else:
+        from bnfold.verify import verify_models as compare
+    result = compare(reference, candidate, shapes=_parse_shapes(shapes), inputs_npz=inputs_npz,
+                     batches=batches, seed=seed, rtol=rtol, atol=atol)
     click.echo(result.render())
     if not result.ok:
         sys.exit(EXIT_FAILED)

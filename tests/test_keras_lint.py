@@ -75,14 +75,19 @@ def test_cli_lint_of_the_seed_mlp_without_tensorflow():
     assert proc.stdout.splitlines() == ["1 6 2", "[]"]
 
 
-@pytest.mark.parametrize(("command", "args"), [("fold", ["out.onnx"]), ("verify", ["other.onnx"])])
-def test_fold_and_verify_say_one_thing_about_keras_files(tmp_path, command, args):
-    (tmp_path / "other.onnx").write_bytes(b"")
-    result = CliRunner().invoke(cli, [command, str(SAMPLES / "seed_mlp.keras"), *[str(tmp_path / a) for a in args]])
+def test_verify_candidate_must_be_onnx(tmp_path):
+    result = CliRunner().invoke(cli, ["verify", str(SAMPLES / "seed_mlp.keras"), str(SAMPLES / "seed_mlp.h5")])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: seed_mlp.keras is a Keras model: "
-        f"`bnfold {command}` reads ONNX, so convert it first (tf2onnx); `bnfold lint` reads Keras files as they are"]
+        "Error: seed_mlp.h5 is a Keras model: `bnfold verify` needs ONNX here "
+        "(`bnfold fold seed_mlp.h5 OUT.onnx` converts and folds it)"]
+
+
+def test_keras_fold_writes_onnx_only(tmp_path):
+    result = CliRunner().invoke(cli, ["fold", str(SAMPLES / "seed_mlp.keras"), str(tmp_path / "out.keras")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("Error: seed_mlp.keras is a Keras model: it folds into a new ONNX file, "
+                                     "so OUT must end in .onnx")
 
 
 # --- hand-made files: both dialects, nested models, shared layers, code that must not run ------------------
@@ -144,7 +149,13 @@ def test_lambda_layer_code_is_never_run(tmp_path):
     model = load_keras(path)
     assert [(n.op_type, n.domain) for n in model.graph][:1] == [("Lambda", "keras")]
     assert {(f.code, f.node) for f in lint_model(model, str(path))} == {("BN001", "dense")}
-    assert not marker.exists()
+    # fold would load the model in TensorFlow, which runs the code: refused before anything is imported
+    result = CliRunner().invoke(cli, ["fold", str(path), str(tmp_path / "out.onnx")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "Error: lambda.keras has Lambda layers (evil) whose code TensorFlow would run to load it; "
+        "pass --unsafe-keras if you trust the file")
+    assert not marker.exists() and not (tmp_path / "out.onnx").exists()
 
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
-from bnfold.errors import OutputError, RuntimeUnavailable
+from bnfold.errors import InputError, OutputError, RuntimeUnavailable
 from bnfold.fold.result import FOLDED
 
 
@@ -26,12 +27,56 @@ def _plan_lines(result) -> list[str]:
 
 def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
              strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
-             seed: int, rtol: float | None, atol: float | None) -> bool:
+             seed: int, rtol: float | None, atol: float | None, opset: int = 17, unsafe_keras: bool = False) -> bool:
     """Returns False when verification failed (exit 1); raises BnfoldError for user errors (exit 2)."""
-    from bnfold import io
-    from bnfold.keras import refuse_keras
+    from bnfold.keras import is_keras_path
 
-    refuse_keras(model_in, "fold")
+    options = dict(in_place=in_place, dry_run=dry_run, report_path=report_path, strict_inputs=strict_inputs,
+                   verify=verify, force=force, shapes=shapes, inputs_npz=inputs_npz, batches=batches, seed=seed,
+                   rtol=rtol, atol=atol)
+    if not is_keras_path(model_in):
+        return _run_onnx(model_in, model_out, **options)
+    if not dry_run and (in_place or model_out.suffix.lower() != ".onnx"):
+        raise InputError(f"{model_in.name} is a Keras model: it folds into a new ONNX file, so OUT must end in .onnx")
+    from bnfold.keras.convert import worker
+
+    _refuse_layer_code(model_in, unsafe_keras)
+    echo = lambda text: click.echo(text, err=True)  # noqa: E731
+    scratch_parent = None if dry_run else model_out.parent
+    with tempfile.TemporaryDirectory(prefix=".bnfold-keras-", dir=scratch_parent) as scratch:
+        converted = Path(scratch) / f"{model_in.stem}.onnx"
+        if sys.stderr.isatty():
+            echo(f"converting {model_in} with tf2onnx (opset {opset})")
+        worker("convert", str(model_in), str(converted), str(opset), unsafe=unsafe_keras)
+        echo(f"converted {model_in.name} with tf2onnx: {_keras_batchnorms(model_in)} BatchNormalization layers in "
+             "the Keras model (TensorFlow may merge some into Conv weights, and writes Keras 3's as Mul/Add)")
+        return _run_onnx(converted, model_out, **options, keras_source=(model_in, unsafe_keras))
+
+
+def _keras_batchnorms(path: Path) -> int:
+    from bnfold.keras.files import KerasFile
+    from bnfold.keras.graph import parse
+
+    return sum(call.cls == "BatchNormalization" for call in parse(KerasFile(path).config).calls)
+
+
+def _refuse_layer_code(path: Path, allowed: bool) -> None:
+    """Loading a Keras model runs its Lambda layers' code (CVE-2024-3660): not without being told."""
+    from bnfold.keras.files import KerasFile
+    from bnfold.keras.graph import parse
+
+    lambdas = [call.layer for call in parse(KerasFile(path).config).calls if call.cls == "Lambda"]
+    if lambdas and not allowed:
+        raise InputError(f"{path.name} has Lambda layers ({', '.join(lambdas[:3])}"
+                         f"{', ...' if len(lambdas) > 3 else ''}) whose code TensorFlow would run to load it; "
+                         "pass --unsafe-keras if you trust the file")
+
+
+def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
+              strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
+              seed: int, rtol: float | None, atol: float | None, keras_source: tuple | None = None) -> bool:
+    from bnfold import io
+
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
     # Progress only for a person watching: CI logs and pipes get the summary alone.
     progress = echo if sys.stderr.isatty() else (lambda text: None)
@@ -50,13 +95,13 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
         return _fold_and_write(model, model_in, model_out, spill, dry_run=dry_run, report_path=report_path,
                                strict_inputs=strict_inputs, verify=verify, force=force, shapes=shapes,
                                inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol,
-                               external=external, progress=progress)
+                               external=external, progress=progress, keras_source=keras_source)
 
 
 def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: bool, report_path: Path | None,
                     strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None,
                     batches: int, seed: int, rtol: float | None, atol: float | None, external: bool,
-                    progress) -> bool:
+                    progress, keras_source: tuple | None = None) -> bool:
     from bnfold import io
     from bnfold.fold import fold_model
 
@@ -90,6 +135,17 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
                 report["verify"] = check.to_json()
                 echo(check.render())
                 ok = check.ok
+            if verify and keras_source is not None and ok:
+                from bnfold.verify.keras_reference import verify_against_keras
+
+                progress("verifying against the Keras model in TensorFlow")
+                keras_check = verify_against_keras(keras_source[0], staged.path, shapes=shapes, inputs_npz=inputs_npz,
+                                                   batches=batches, seed=seed, rtol=rtol, atol=atol,
+                                                   unsafe=keras_source[1])
+                report["verify_keras"] = keras_check.to_json()
+                echo(f"against {keras_source[0].name} in TensorFlow:")
+                echo(keras_check.render())
+                ok = keras_check.ok
             if ok or force:
                 staged.commit()
                 echo(f"wrote {model_out}" + ("" if ok else " (verification FAILED, written because of --force)"))

@@ -21,10 +21,11 @@ def is_keras_path(path: Path) -> bool:
 
 
 def refuse_keras(path: Path, command: str) -> None:
-    """One message for every command that reads ONNX only, when it is given a Keras file."""
+    """One message wherever a Keras file is given where only ONNX can go."""
     if is_keras_path(path):
-        raise InputError(f"{Path(path).name} is a Keras model: `bnfold {command}` reads ONNX, so convert it first "
-                         "(tf2onnx); `bnfold lint` reads Keras files as they are")
+        name = Path(path).name
+        raise InputError(f"{name} is a Keras model: `bnfold {command}` needs ONNX here "
+                         f"(`bnfold fold {name} OUT.onnx` converts and folds it)")
 
 
 def load_keras(path: Path):

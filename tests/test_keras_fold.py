@@ -1,0 +1,112 @@
+"""bnfold fold / verify on Keras files: tf2onnx converts in a process of its own, the core engine folds, and
+the result is verified against the Keras model run in TensorFlow. Skips without TensorFlow, tf2onnx and
+tf_keras (`pip install '.[keras]' tf_keras`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from bnfold.cli import cli
+from bnfold.fold import analyze_model
+from bnfold.io import load_model
+
+for module in ("tensorflow", "tf2onnx", "tf_keras"):
+    pytest.importorskip(module)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_models" / "keras"
+NAMES = ("seed_mlp", "cnn_bn_after_activation", "wrong_bn_axis", "clean")
+# BatchNormalization nodes tf2onnx keeps from tf_keras that cannot fold, with the reason: BN after a ReLU
+# feeding a padded Conv, BN after the last ReLU (nothing linear next to it but a GlobalAveragePool), and the
+# height-axis BN (after the Transpose tf2onnx puts in front of it). Keras 3's conversion has none left as BN.
+LEFT_IN_H5 = {"cnn_bn_after_activation": 2, "wrong_bn_axis": 1}
+
+
+def batchnorms(path: Path) -> int:
+    return sum(n.op_type == "BatchNormalization" for n in onnx.load(path).graph.node)
+
+
+def nothing_left_to_fold(path: Path) -> None:
+    assert [d for d in analyze_model(load_model(path)) if d.outcome == "folded"] == []
+
+
+def fold(src: Path, out: Path, *args: str):
+    return CliRunner().invoke(cli, ["fold", str(src), str(out), *args])
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("name", NAMES)
+def test_fold_leaves_nothing_foldable_and_matches_keras(tmp_path, name, suffix):
+    src, out = SAMPLES / f"{name}{suffix}", tmp_path / f"{name}.onnx"
+    result = fold(src, out)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"converted {src.name} with tf2onnx: ")
+    keras_part = lines[lines.index(f"against {src.name} in TensorFlow:"):]
+    assert keras_part[-2] == "verified: 1 output within limits over 3 batches"
+    assert lines[-1] == f"wrote {out}"
+    nothing_left_to_fold(out)
+    assert batchnorms(out) == (LEFT_IN_H5.get(name, 0) if suffix == ".h5" else 0)
+    assert not list(tmp_path.glob(".bnfold-keras-*"))  # the converted model was scratch
+    verify = CliRunner().invoke(cli, ["verify", str(src), str(out)])
+    assert verify.exit_code == 0, verify.output
+
+
+def test_verify_against_keras_fails_a_wrong_model(tmp_path):
+    out = tmp_path / "m.onnx"
+    assert fold(SAMPLES / "seed_mlp.keras", out).exit_code == 0
+    model = onnx.load(out)
+    weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    array = onnx.numpy_helper.to_array(weight).copy()
+    array[0] *= 1.01
+    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+    onnx.save(model, out)
+    result = CliRunner().invoke(cli, ["verify", str(SAMPLES / "seed_mlp.keras"), str(out)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[-1] == "MISMATCH: 1 of 1 output differ over 3 batches"
+
+
+def test_legacy_h5_keeps_batchnorm_through_the_conversion_and_reports_it(tmp_path):
+    out, report = tmp_path / "clean.onnx", tmp_path / "report.json"
+    result = fold(SAMPLES / "clean.h5", out, "--report", str(report))
+    assert result.exit_code == 0, result.output
+    assert "folded 2/2 BatchNormalization: 2 backward into Conv" in result.stderr
+    import json
+
+    document = json.loads(report.read_text())
+    assert document["verify_keras"]["ok"] is True and document["verify"]["ok"] is True
+
+
+MOBILENET = """
+import sys
+import numpy as np
+import keras
+keras.utils.set_random_seed(0)
+model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
+rng = np.random.default_rng(0)
+for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        gamma, beta, mean, var = layer.get_weights()
+        layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                           rng.normal(0, 0.1, beta.shape).astype("float32"),
+                           rng.normal(0, 0.5, mean.shape).astype("float32"),
+                           rng.uniform(0.5, 2.0, var.shape).astype("float32")])
+model.save(sys.argv[1])
+"""
+
+
+def test_mobilenetv2_keras_folds_everything_and_matches_keras(tmp_path):
+    src, out = tmp_path / "mobilenetv2.keras", tmp_path / "mobilenetv2.onnx"
+    subprocess.run([sys.executable, "-c", MOBILENET, str(src)], check=True, capture_output=True)
+    result = fold(src, out)
+    assert result.exit_code == 0, result.output
+    assert "52 BatchNormalization layers in the Keras model" in result.stderr
+    assert result.stderr.splitlines()[-2] == "verified: 1 output within limits over 3 batches"
+    nothing_left_to_fold(out)
+    assert batchnorms(out) == 0
