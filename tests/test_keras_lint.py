@@ -30,6 +30,7 @@ EXPECTED = {
     "dropout_before_bn": {("BN005", "batch_normalization", "batch_normalization")},
     "bn_on_input": {("BN011", "batch_normalization", "batch_normalization")},
     "wrong_bn_axis": {("BN013", "batch_normalization", "batch_normalization")},
+    "pytorch_momentum": {("BN014", "batch_normalization", "batch_normalization")},
     "clean": set(),
 }
 
@@ -274,3 +275,20 @@ def test_explicit_channel_axis_is_the_channel_axis(tmp_path):
         ("bn", "BatchNormalization", ""), ("bn_after", "BatchNormalization", ""),
         ("bn_height", "BatchNormalization", "keras")]
     assert [f.node for f in lint_model(model, str(path)) if f.code == "BN013"] == ["bn_height"]
+
+
+def test_momentum_rule_is_for_keras_files_only():
+    """In an ONNX model the statistics are already fixed: the momentum it carries is history, not a bug."""
+    import onnx.parser
+    import onnx_ir as ir
+
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 2, 4, 4] x) => (float[1, 2, 4, 4] y)
+        <float[2] s = {1.0, 1.0}, float[2] b = {0.0, 0.0}, float[2] m = {0.5, 0.5}, float[2] v = {2.0, 2.0},
+         float[2, 2, 1, 1] w = {1.0, 0.0, 0.0, 1.0}>
+        {
+            c = Conv (x, w)
+            y = BatchNormalization <momentum = 0.1> (c, s, b, m, v)
+        }""")
+    assert "BN014" not in {f.code for f in lint_model(ir.from_proto(proto), "m.onnx")}

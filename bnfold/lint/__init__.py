@@ -19,6 +19,7 @@ from bnfold.lint import (
     bn011_batchnorm_on_input,
     bn012_overridable_parameters,
     bn013_batchnorm_axis_not_channels,
+    bn014_momentum_convention,
 )
 from bnfold.lint.finding import Finding, RuleInfo
 
@@ -36,6 +37,7 @@ ALL_RULES = (
     bn011_batchnorm_on_input,
     bn012_overridable_parameters,
     bn013_batchnorm_axis_not_channels,
+    bn014_momentum_convention,
 )
 
 RULES: dict[str, RuleInfo] = {module.RULE.code: module.RULE for module in ALL_RULES}
