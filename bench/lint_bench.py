@@ -6,7 +6,7 @@ Budgets: `bnfold --help` < 0.3 s; lint of a 100 MB ONNX < 1 s. Each number is th
 --repeat runs of a fresh subprocess (interpreter start included), next to `python -c "import onnx;
 onnx.load(...)"` — the least any tool that reads the file pays — so the ratio survives a noisy machine.
 
---keras (needs `pip install '.[keras]' tf_keras`) also times `bnfold lint` of keras.applications.ResNet50
+--keras (needs `pip install '.[keras]'`) also times `bnfold lint` of keras.applications.ResNet50
 (weights=None) saved as .keras (Keras 3) and .h5 (tf_keras), next to Keras' own `keras.saving.load_model`.
 """
 

@@ -1,9 +1,10 @@
 """bnfold fold / verify on Keras files: tf2onnx converts in a process of its own, the core engine folds, and
 the result is verified against the Keras model run in TensorFlow. Skips without TensorFlow, tf2onnx and
-tf_keras (`pip install '.[keras]' tf_keras`)."""
+tf_keras (`pip install '.[keras]'`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ from bnfold.cli import cli
 from bnfold.fold import analyze_model
 from bnfold.io import load_model
 
-for module in ("tensorflow", "tf2onnx", "tf_keras"):
-    pytest.importorskip(module)
+# find_spec, not importorskip: TensorFlow runs in bnfold's worker processes only, never in this one (it
+# cannot share a process with PyTorch, which tests/test_architectures.py imports)
+_missing = [m for m in ("tensorflow", "tf2onnx", "tf_keras") if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(bool(_missing), reason=f"needs {', '.join(_missing)} (pip install '.[keras]')")
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models" / "keras"
 NAMES = ("seed_mlp", "cnn_bn_after_activation", "wrong_bn_axis", "clean")

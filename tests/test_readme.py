@@ -15,7 +15,7 @@ def _quick_start_commands() -> list[str]:
 def test_quick_start_has_two_commands():
     commands = _quick_start_commands()
     assert len(commands) == 2
-    assert commands[1] == "pip install '.[test]' && pytest -q"
+    assert commands[1] == "pip install '.[test,keras]' && pytest -q"  # real TensorFlow for the Keras tests
 
 
 def test_ci_runs_the_readme_commands():
