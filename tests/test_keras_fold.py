@@ -84,6 +84,8 @@ def test_legacy_h5_keeps_batchnorm_through_the_conversion_and_reports_it(tmp_pat
 
     document = json.loads(report.read_text())
     assert document["verify_keras"]["ok"] is True and document["verify"]["ok"] is True
+    assert document["keras_batchnorm_layers"] == {"batch_normalization": "folded", "batch_normalization_1": "folded"}
+    assert "Keras BatchNormalization layers: 2: 2 folded" in result.stderr
 
 
 MOBILENET = """

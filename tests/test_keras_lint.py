@@ -292,3 +292,18 @@ def test_momentum_rule_is_for_keras_files_only():
             y = BatchNormalization <momentum = 0.1> (c, s, b, m, v)
         }""")
     assert "BN014" not in {f.code for f in lint_model(ir.from_proto(proto), "m.onnx")}
+
+
+def test_keras_layer_outcomes_follow_tf2onnx_op_names():
+    from bnfold.commands.fold import keras_layer_outcomes
+    from bnfold.fold.result import Decision
+
+    decisions = [
+        Decision("m/batch_normalization/FusedBatchNormV3", "BatchNormalization", "folded", "backward", "c", "Conv"),
+        Decision("m/batch_normalization_1/batchnorm/mul_1", "Mul", "skipped", reason="padding-forward"),
+        Decision("m/batch_normalization_1/batchnorm/add_1", "Add", "skipped", reason="padding-forward"),
+    ]
+    assert keras_layer_outcomes(["batch_normalization", "batch_normalization_1", "batch_normalization_2"],
+                                decisions) == {"batch_normalization": "folded",
+                                               "batch_normalization_1": "left: padding-forward",
+                                               "batch_normalization_2": "merged by TensorFlow"}

@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -48,16 +49,32 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
         if sys.stderr.isatty():
             echo(f"converting {model_in} with tf2onnx (opset {opset})")
         worker("convert", str(model_in), str(converted), str(opset), unsafe=unsafe_keras)
-        echo(f"converted {model_in.name} with tf2onnx: {_keras_batchnorms(model_in)} BatchNormalization layers in "
-             "the Keras model (TensorFlow may merge some into Conv weights, and writes Keras 3's as Mul/Add)")
+        echo(f"converted {model_in.name} with tf2onnx")
         return _run_onnx(converted, model_out, **options, keras_source=(model_in, unsafe_keras))
 
 
-def _keras_batchnorms(path: Path) -> int:
+def _keras_batchnorms(path: Path) -> list[str]:
     from bnfold.keras.files import KerasFile
     from bnfold.keras.graph import parse
 
-    return sum(call.cls == "BatchNormalization" for call in parse(KerasFile(path).config).calls)
+    return [call.layer for call in parse(KerasFile(path).config).calls if call.cls == "BatchNormalization"]
+
+
+def keras_layer_outcomes(layers: list[str], decisions) -> dict:
+    """What became of each Keras BatchNormalization layer of a tf_keras model. tf2onnx names ops by their
+    layer's path (model/batch_normalization_1/FusedBatchNormV3), so a layer's ops are the decisions naming it; a
+    layer with none was merged into its Conv's weights by TensorFlow before the ONNX was written. (Keras 3's
+    traced names add their own _N suffixes, which collide with Keras' layer names: no mapping there.)"""
+    outcome = {}
+    for layer in layers:
+        own = [d for d in decisions if layer.split("/")[-1] in d.node.split("/")]
+        if not own:
+            outcome[layer] = "merged by TensorFlow"
+        elif all(d.outcome == FOLDED for d in own):
+            outcome[layer] = "folded"
+        else:
+            outcome[layer] = "left: " + ", ".join(sorted({d.reason for d in own if d.outcome != FOLDED}))
+    return outcome
 
 
 def _refuse_layer_code(path: Path, allowed: bool) -> None:
@@ -111,9 +128,24 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
     for line in _plan_lines(result):
         echo(line)
     echo(result.summary())
+    outcomes = None
+    if keras_source is not None:
+        from bnfold.keras.convert import LEGACY_SUFFIXES
+
+        layers = _keras_batchnorms(keras_source[0])
+        if keras_source[0].suffix.lower() in LEGACY_SUFFIXES:
+            outcomes = keras_layer_outcomes(layers, result.decisions)
+            counts = Counter(outcomes.values())
+            echo(f"Keras BatchNormalization layers: {len(outcomes)}: "
+                 + ", ".join(f"{n} {what}" for what, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+        else:
+            echo(f"Keras BatchNormalization layers: {len(layers)} (Keras 3 through TensorFlow: each reaches the "
+                 "ONNX as Mul/Add, or merged into its Conv's weights already)")
     if result.removed_inputs:
         echo(f"removed {len(result.removed_inputs)} initializer graph inputs that only fed folded ops")
     report = result.to_json()
+    if outcomes is not None:
+        report["keras_batchnorm_layers"] = outcomes
     report.update({"input": str(model_in), "output": None if dry_run else str(model_out)})
     ok = True
     if not dry_run:
