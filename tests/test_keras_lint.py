@@ -303,7 +303,10 @@ def test_keras_layer_outcomes_follow_tf2onnx_op_names():
         Decision("m/batch_normalization_1/batchnorm/mul_1", "Mul", "skipped", reason="padding-forward"),
         Decision("m/batch_normalization_1/batchnorm/add_1", "Add", "skipped", reason="padding-forward"),
     ]
-    assert keras_layer_outcomes(["batch_normalization", "batch_normalization_1", "batch_normalization_2"],
-                                decisions) == {"batch_normalization": "folded",
-                                               "batch_normalization_1": "left: padding-forward",
-                                               "batch_normalization_2": "merged by TensorFlow"}
+    scopes = {"batch_normalization": ["batch_normalization"], "batch_normalization_1": ["batch_normalization_1"],
+              "batch_normalization_2": ["batch_normalization_2"], "batch_normalization_3": ["batch_normalization_3"]}
+    nodes = [("Transpose", "m/batch_normalization_2/batchnorm/mul_1__6"),  # a layout Transpose borrows the name
+             ("Mul", "m/batch_normalization_3/batchnorm/mul_1"), ("Add", "m/batch_normalization_3/batchnorm/add_1")]
+    assert keras_layer_outcomes(scopes, decisions, nodes) == {
+        "batch_normalization": "folded", "batch_normalization_1": "left: padding-forward",
+        "batch_normalization_2": "merged by TensorFlow", "batch_normalization_3": "left: no adjacent linear op"}

@@ -14,6 +14,9 @@ import click
 from bnfold.errors import InputError, OutputError, RuntimeUnavailable
 from bnfold.fold.result import FOLDED
 
+# What a Keras BatchNormalization becomes in tf2onnx's ONNX (the Transposes around it only borrow its name)
+BATCHNORM_OPS = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
+
 
 def _plan_lines(result) -> list[str]:
     lines = []
@@ -53,23 +56,38 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
         return _run_onnx(converted, model_out, **options, keras_source=(model_in, unsafe_keras))
 
 
-def _keras_batchnorms(path: Path) -> list[str]:
+def _keras_batchnorm_scopes(path: Path) -> dict[str, list[str]]:
+    """Each Keras BatchNormalization layer and the name scopes (below the model's) its ops carry in the ONNX."""
+    from bnfold.keras.convert import LEGACY_SUFFIXES
     from bnfold.keras.files import KerasFile
     from bnfold.keras.graph import parse
+    from bnfold.keras.scopes import keras3_scopes
 
-    return [call.layer for call in parse(KerasFile(path).config).calls if call.cls == "BatchNormalization"]
+    config = KerasFile(path).config
+    calls = parse(config).calls
+    if path.suffix.lower() in LEGACY_SUFFIXES:
+        scopes = {call.layer: [call.layer] for call in calls}
+    else:
+        scopes = keras3_scopes(str(config.get("config", {}).get("name", "")), calls)
+    return {call.layer: scopes[call.layer] for call in calls if call.cls == "BatchNormalization"}
 
 
-def keras_layer_outcomes(layers: list[str], decisions) -> dict:
-    """What became of each Keras BatchNormalization layer of a tf_keras model. tf2onnx names ops by their
-    layer's path (model/batch_normalization_1/FusedBatchNormV3), so a layer's ops are the decisions naming it; a
-    layer with none was merged into its Conv's weights by TensorFlow before the ONNX was written. (Keras 3's
-    traced names add their own _N suffixes, which collide with Keras' layer names: no mapping there.)"""
+def keras_layer_outcomes(scopes: dict[str, list[str]], decisions, nodes: list[tuple[str, str]]) -> dict:
+    """What became of each Keras BatchNormalization layer. tf2onnx names ops by the TensorFlow scope they were
+    traced in (model/batch_normalization_1/batchnorm/mul_1), so a layer's ops are the decisions under one of
+    its scopes. A layer with no decision either kept BN ops (op type, name) in the folded model that the
+    analysis found no linear partner for, or was merged into its Conv's weights by TensorFlow before the ONNX
+    was written."""
+
+    def under(name: str, paths: list[str]) -> bool:
+        return any(name.split("/")[1:1 + path.count("/") + 1] == path.split("/") for path in paths)
+
     outcome = {}
-    for layer in layers:
-        own = [d for d in decisions if layer.split("/")[-1] in d.node.split("/")]
+    for layer, paths in scopes.items():
+        own = [d for d in decisions if under(d.node, paths)]
         if not own:
-            outcome[layer] = "merged by TensorFlow"
+            kept = any(op in BATCHNORM_OPS and under(name, paths) for op, name in nodes)
+            outcome[layer] = "left: no adjacent linear op" if kept else "merged by TensorFlow"
         elif all(d.outcome == FOLDED for d in own):
             outcome[layer] = "folded"
         else:
@@ -130,17 +148,11 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
     echo(result.summary())
     outcomes = None
     if keras_source is not None:
-        from bnfold.keras.convert import LEGACY_SUFFIXES
-
-        layers = _keras_batchnorms(keras_source[0])
-        if keras_source[0].suffix.lower() in LEGACY_SUFFIXES:
-            outcomes = keras_layer_outcomes(layers, result.decisions)
-            counts = Counter(outcomes.values())
-            echo(f"Keras BatchNormalization layers: {len(outcomes)}: "
-                 + ", ".join(f"{n} {what}" for what, n in sorted(counts.items(), key=lambda kv: -kv[1])))
-        else:
-            echo(f"Keras BatchNormalization layers: {len(layers)} (Keras 3 through TensorFlow: each reaches the "
-                 "ONNX as Mul/Add, or merged into its Conv's weights already)")
+        outcomes = keras_layer_outcomes(_keras_batchnorm_scopes(keras_source[0]), result.decisions,
+                                        [(node.op_type, node.name or "") for node in model.graph])
+        counts = sorted(Counter(outcomes.values()).items(), key=lambda kv: -kv[1])
+        echo(f"Keras BatchNormalization layers: {len(outcomes)}"
+             + (": " + ", ".join(f"{n} {what}" for what, n in counts) if counts else ""))
     if result.removed_inputs:
         echo(f"removed {len(result.removed_inputs)} initializer graph inputs that only fed folded ops")
     report = result.to_json()
