@@ -137,3 +137,15 @@ def test_mobilenetv2_keras_folds_everything_and_matches_keras(tmp_path, suffix):
     assert result.stderr.splitlines()[-2] == "verified: 1 output within limits over 3 batches"
     nothing_left_to_fold(out)
     assert batchnorms(out) == 0
+
+
+def test_a_tf_keras_bn_fixed_in_training_mode_fails_against_keras_and_says_why(tmp_path):
+    out = tmp_path / "m.onnx"
+    result = fold(SAMPLES / "training_true.h5", out)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert lines[-3] == "MISMATCH: 1 of 1 output differ over 3 batches"
+    assert lines[-2] == ("BatchNormalization 'batch_normalization' is called with training=True: Keras normalizes "
+                         "it with batch statistics, the ONNX with the moving ones (BN006)")
+    assert lines[-1] == f"verification failed: {out} not written (--force writes it anyway)"
+    assert not out.exists()

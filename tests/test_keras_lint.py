@@ -31,6 +31,7 @@ EXPECTED = {
     "bn_on_input": {("BN011", "batch_normalization", "batch_normalization")},
     "wrong_bn_axis": {("BN013", "batch_normalization", "batch_normalization")},
     "pytorch_momentum": {("BN014", "batch_normalization", "batch_normalization")},
+    "training_true": {("BN006", "batch_normalization", "batch_normalization")},
     "clean": set(),
 }
 
@@ -191,8 +192,13 @@ def test_nested_model_shared_layer_and_training_true(tmp_path):
     ops = [(n.name, n.op_type) for n in model.graph]
     assert ops == [("shared", "Gemm"), ("shared", "Gemm"), ("a", "Add"), ("block/fc", "Gemm"),
                    ("block/bn", "BatchNormalization"), ("out", "Softmax")]
-    assert {(f.code, f.node) for f in lint_model(model, str(path))} == {
-        ("BN002", "block/bn"), ("BN006", "block/bn")}
+    found = lint_model(model, str(path))
+    assert {(f.code, f.node) for f in found} == {("BN002", "block/bn"), ("BN006", "block/bn")}
+    training = next(f for f in found if f.code == "BN006")
+    assert training.message == ("BatchNormalization 'block/bn' is called with training=True: it normalizes with "
+                                "the statistics of each batch whenever the model is called without training= "
+                                "(predict and export pass False)")
+    assert training.fix.startswith("drop training=True from the call of 'block/bn'")
 
 
 def test_legacy_dialect_from_h5_attributes(tmp_path):
@@ -310,3 +316,10 @@ def test_keras_layer_outcomes_follow_tf2onnx_op_names():
     assert keras_layer_outcomes(scopes, decisions, nodes) == {
         "batch_normalization": "folded", "batch_normalization_1": "left: padding-forward",
         "batch_normalization_2": "merged by TensorFlow", "batch_normalization_3": "left: no adjacent linear op"}
+
+
+def test_training_true_in_tf_keras_also_breaks_predict_and_the_export():
+    path = SAMPLES / "training_true.h5"
+    (finding,) = findings(path)
+    assert finding.code == "BN006"
+    assert "in predict too: tf_keras lets it win over training=False" in finding.message

@@ -56,15 +56,21 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
         return _run_onnx(converted, model_out, **options, keras_source=(model_in, unsafe_keras))
 
 
+def _keras_calls(path: Path) -> tuple[dict, list]:
+    """A Keras file's model config and its layer calls, read as data."""
+    from bnfold.keras.files import KerasFile
+    from bnfold.keras.graph import parse
+
+    config = KerasFile(path).config
+    return config, parse(config).calls
+
+
 def _keras_batchnorm_scopes(path: Path) -> dict[str, list[str]]:
     """Each Keras BatchNormalization layer and the name scopes (below the model's) its ops carry in the ONNX."""
     from bnfold.keras.convert import LEGACY_SUFFIXES
-    from bnfold.keras.files import KerasFile
-    from bnfold.keras.graph import parse
     from bnfold.keras.scopes import keras3_scopes
 
-    config = KerasFile(path).config
-    calls = parse(config).calls
+    config, calls = _keras_calls(path)
     if path.suffix.lower() in LEGACY_SUFFIXES:
         scopes = {call.layer: [call.layer] for call in calls}
     else:
@@ -97,10 +103,7 @@ def keras_layer_outcomes(scopes: dict[str, list[str]], decisions, nodes: list[tu
 
 def _refuse_layer_code(path: Path, allowed: bool) -> None:
     """Loading a Keras model runs its Lambda layers' code (CVE-2024-3660): not without being told."""
-    from bnfold.keras.files import KerasFile
-    from bnfold.keras.graph import parse
-
-    lambdas = [call.layer for call in parse(KerasFile(path).config).calls if call.cls == "Lambda"]
+    lambdas = [call.layer for call in _keras_calls(path)[1] if call.cls == "Lambda"]
     if lambdas and not allowed:
         raise InputError(f"{path.name} has Lambda layers ({', '.join(lambdas[:3])}"
                          f"{', ...' if len(lambdas) > 3 else ''}) whose code TensorFlow would run to load it; "
@@ -190,6 +193,11 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
                 echo(f"against {keras_source[0].name} in TensorFlow:")
                 echo(keras_check.render())
                 ok = keras_check.ok
+                training = [call.layer for call in _keras_calls(keras_source[0])[1]
+                            if call.cls == "BatchNormalization" and call.kwargs.get("training") is True]
+                if not ok and training:
+                    echo(f"BatchNormalization {', '.join(repr(t) for t in training)} is called with training=True: "
+                         "Keras normalizes it with batch statistics, the ONNX with the moving ones (BN006)")
             if ok or force:
                 staged.commit()
                 echo(f"wrote {model_out}" + ("" if ok else " (verification FAILED, written because of --force)"))

@@ -18,7 +18,7 @@ import onnx_ir as ir
 from bnfold.keras.files import KerasFile
 from bnfold.keras.graph import Call, LayerGraph
 from bnfold.lint.bn013_batchnorm_axis_not_channels import KERAS_DOMAIN as OPAQUE_DOMAIN
-from bnfold.lint.context import KERAS_CLASS_KEY, KERAS_LAYER_KEY, SOURCE_KEY
+from bnfold.lint.context import KERAS_CLASS_KEY, KERAS_FORMAT_KEY, KERAS_LAYER_KEY, SOURCE_KEY
 
 ACTIVATIONS = {
     "relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "log_softmax": "LogSoftmax",
@@ -78,7 +78,7 @@ class _Lowering:
         ir_graph = ir.Graph(inputs, outputs, nodes=self.nodes, initializers=self.initializers,
                             opset_imports={"": 17, OPAQUE_DOMAIN: 1}, name=name)
         return ir.Model(ir_graph, ir_version=8, producer_name="bnfold-keras",
-                        metadata_props={SOURCE_KEY: "keras"})
+                        metadata_props={SOURCE_KEY: "keras", KERAS_FORMAT_KEY: self.weights.format})
 
     # -- helpers ---------------------------------------------------------------------------------------
 

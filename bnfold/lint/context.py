@@ -22,6 +22,7 @@ from bnfold.lint.finding import Finding, RuleInfo
 KERAS_LAYER_KEY = "bnfold.keras_layer"
 KERAS_CLASS_KEY = "bnfold.keras_class"
 SOURCE_KEY = "bnfold.source"  # "keras" on a model bnfold.keras lowered from a Keras file
+KERAS_FORMAT_KEY = "bnfold.keras_format"  # its file's format: "keras3" or "legacy" (.h5/.hdf5)
 IGNORE_KEY = "bnfold.ignore"
 
 # Ops that move or relabel values without changing them (Dropout is the identity at inference).
@@ -50,6 +51,10 @@ class LintContext:
     @property
     def from_keras(self) -> bool:
         return self.model.metadata_props.get(SOURCE_KEY) == "keras"
+
+    @property
+    def keras_format(self) -> str | None:
+        return self.model.metadata_props.get(KERAS_FORMAT_KEY)
 
     @cached_property
     def shapes(self) -> ShapeOracle:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 NAMES = ("seed_mlp", "cnn_bn_after_activation", "untrained_statistics", "dropout_before_bn", "bn_on_input",
-         "wrong_bn_axis", "pytorch_momentum", "clean")
+         "wrong_bn_axis", "pytorch_momentum", "training_true", "clean")
 
 
 def build(keras, name: str):
@@ -64,6 +64,12 @@ def build(keras, name: str):
     elif name == "pytorch_momentum":  # momentum=0.1 is PyTorch's default, meant as 1 - Keras' momentum
         x = L.Conv2D(8, 3, padding="same", use_bias=False)(x)
         x = L.BatchNormalization(momentum=0.1)(x)
+        x = L.Activation("relu")(x)
+        x = L.GlobalAveragePooling2D()(x)
+        x = L.Dense(10, activation="softmax")(x)
+    elif name == "training_true":  # training=True fixed in the graph: batch statistics in predict too
+        x = L.Conv2D(8, 3, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x, training=True)
         x = L.Activation("relu")(x)
         x = L.GlobalAveragePooling2D()(x)
         x = L.Dense(10, activation="softmax")(x)
