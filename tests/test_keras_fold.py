@@ -149,3 +149,37 @@ def test_a_tf_keras_bn_fixed_in_training_mode_fails_against_keras_and_says_why(t
                          "it with batch statistics, the ONNX with the moving ones (BN006)")
     assert lines[-1] == f"verification failed: {out} not written (--force writes it anyway)"
     assert not out.exists()
+
+
+CONV_TRANSPOSE = """
+import sys
+import numpy as np
+if sys.argv[1].endswith(".h5"):
+    import tf_keras as keras
+else:
+    import keras
+keras.utils.set_random_seed(0)
+x = inputs = keras.Input((8, 8, 3), name="image")
+x = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same")(x)
+x = keras.layers.BatchNormalization()(x)
+model = keras.Model(inputs, keras.layers.ReLU()(x), name="ct")
+model.compile("sgd", "mse")
+rng = np.random.default_rng(0)
+model.fit(rng.random((8, 8, 8, 3)), rng.random((8, 16, 16, 4)), verbose=0)
+model.save(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_conv2d_transpose_bn_folds_into_the_convtranspose(tmp_path, suffix):
+    src, out = tmp_path / f"ct{suffix}", tmp_path / "ct.onnx"
+    subprocess.run([sys.executable, "-c", CONV_TRANSPOSE, str(src)], check=True, capture_output=True)
+    result = fold(src, out)
+    assert result.exit_code == 0, result.output
+    assert "Keras BatchNormalization layers: 1: 1 folded" in result.stderr.splitlines()
+    assert [n.op_type for n in onnx.load(out).graph.node if n.op_type != "Transpose"] == ["ConvTranspose", "Relu"]
+    lint = CliRunner().invoke(cli, ["lint", "--isolated", "--format", "json", str(src)])
+    assert lint.exit_code == 1
+    import json
+
+    assert [(f["code"], f["node"]) for f in json.loads(lint.stdout)["findings"]] == [("BN001", "conv2d_transpose")]
