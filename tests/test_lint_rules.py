@@ -774,3 +774,36 @@ def test_bn001_on_pytorch_dynamo_export_flags_only_the_real_biases():
     path = SAMPLES / "pytorch" / "resnetish_dynamo.onnx"
     findings = lint_model(load_model(path), str(path), codes=frozenset({"BN001"}))
     assert sorted(f.op_type for f in findings) == ["Conv", "Conv", "ConvTranspose", "Gemm"]
+
+
+def _mlp_with_affine(scope: str) -> ir.Model:
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17], producer_name: "tf2onnx">
+        g (float[1, 4] x) => (float[1, 2] y)
+        <float[4, 2] w = {1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.5, 0.5}, float[2] b = {0.1, 0.2},
+         float[2] s = {0.9, 1.1}, float[2] t = {0.3, -0.3}>
+        {
+            m = MatMul (x, w)
+            c = Add (m, b)
+            p = Mul (c, s)
+            q = Add (p, t)
+            y = Softmax (q)
+        }""")
+    names = ["model/dense/MatMul", "model/dense/BiasAdd", f"model/{scope}/mul_1", f"model/{scope}/add_1",
+             "model/head/Softmax"]
+    for node, name in zip(proto.graph.node, names):
+        node.name = name
+    return ir.from_proto(proto)
+
+
+def test_batchnorm_decomposed_by_tensorflow_is_a_batchnorm_for_bn001_and_bn002():
+    found = lint_model(_mlp_with_affine("batch_normalization/batchnorm"), "m.onnx")
+    assert [(f.code, f.node, f.keras_layer) for f in found] == [
+        ("BN001", "model/dense/MatMul", "dense"),
+        ("BN002", "model/batch_normalization/batchnorm/mul_1", "batch_normalization")]
+    assert "BatchNormalization 'model/batch_normalization' (exported as Mul+Add)" in found[1].message
+
+
+def test_a_per_channel_mul_add_outside_a_batchnorm_scope_is_not_a_batchnorm():
+    # a Scale layer or a hand-written affine: its bias before is not cancelled by any mean subtraction
+    assert [f.code for f in lint_model(_mlp_with_affine("scale"), "m.onnx")] == []

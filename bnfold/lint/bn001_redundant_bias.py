@@ -6,6 +6,7 @@ from bnfold.fold.analysis import node_label
 from bnfold.lint.blocks import is_bias_add, is_layer
 from bnfold.lint.context import LintContext, is_op, upstream
 from bnfold.lint.finding import WARNING, RuleInfo
+from bnfold.lint.forms import BatchNorm
 
 RULE = RuleInfo("BN001", "redundant-bias-before-batchnorm", WARNING,
                 "a linear layer's bias feeds BatchNormalization with no nonlinearity between")
@@ -24,9 +25,9 @@ def _stored_bias(ctx: LintContext, node) -> bool:
     return value is None or bool(value.any())
 
 
-def _bias_owner(ctx: LintContext, bn):
+def _bias_owner(ctx: LintContext, bn: BatchNorm):
     """(node with the bias, what the bias is) for the linear op right before `bn`, or None."""
-    node = upstream(bn.inputs[0], exclusive=True)
+    node = upstream(bn.input, exclusive=True)
     if is_op(node, frozenset({"Conv", "ConvTranspose"})) and _stored_bias(ctx, node):
         return node, "bias B"
     if is_op(node, frozenset({"Gemm"})) and _stored_bias(ctx, node):
@@ -40,7 +41,7 @@ def _bias_owner(ctx: LintContext, bn):
 
 
 def check(ctx: LintContext):
-    for graph, bn in ctx.batchnorms:
+    for bn in ctx.batchnorm_forms:
         owner = _bias_owner(ctx, bn)
         if owner is None:
             continue
@@ -50,8 +51,8 @@ def check(ctx: LintContext):
         else:
             fix = "drop the bias (Keras: use_bias=False; PyTorch: bias=False); `bnfold fold` also removes it"
         yield ctx.finding(
-            RULE, graph, layer,
-            f"{ctx.layer_label(layer)} has a {what} that {ctx.layer_label(bn)} cancels: BN subtracts the batch "
+            RULE, bn.graph, layer,
+            f"{ctx.layer_label(layer)} has a {what} that {ctx.bn_label(bn)} cancels: BN subtracts the batch "
             "mean, so its beta already plays the bias",
             fix,
         )

@@ -11,12 +11,12 @@ RULE = RuleInfo("BN002", "batchnorm-before-softmax", WARNING,
 
 
 def check(ctx: LintContext):
-    for graph, bn in ctx.batchnorms:
-        for consumer in downstream(bn.outputs[0]):
+    for bn in ctx.batchnorm_forms:
+        for consumer in downstream(bn.output):
             if is_op(consumer, SOFTMAX):
                 yield ctx.finding(
-                    RULE, graph, bn,
-                    f"BatchNormalization '{node_label(bn)}' feeds {consumer.op_type} '{node_label(consumer)}': "
+                    RULE, bn.graph, bn.node,
+                    f"{ctx.bn_label(bn)} feeds {consumer.op_type} '{node_label(consumer)}': "
                     "the output logits are re-centred and re-scaled per batch statistics",
                     "remove this BatchNormalization: let the last linear layer produce the logits directly",
                 )

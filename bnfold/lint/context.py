@@ -18,6 +18,7 @@ from bnfold.fold.constants import ConstantResolver
 from bnfold.fold.result import Decision
 from bnfold.fold.shapes import ShapeOracle
 from bnfold.lint.finding import Finding, RuleInfo
+from bnfold.lint.forms import BatchNorm, batchnorms
 
 KERAS_LAYER_KEY = "bnfold.keras_layer"
 KERAS_CLASS_KEY = "bnfold.keras_class"
@@ -87,6 +88,14 @@ class LintContext:
         return list(self.nodes("BatchNormalization"))
 
     @cached_property
+    def batchnorm_forms(self) -> list[BatchNorm]:
+        """Every BatchNormalization, as a node or decomposed into Mul/Add (bnfold.lint.forms)."""
+        return batchnorms(self.graphs(), self.consts)
+
+    def bn_label(self, bn: BatchNorm) -> str:
+        return bn.label if bn.decomposed else self.layer_label(bn.node)
+
+    @cached_property
     def _node_ignores(self) -> dict[tuple[str, str], tuple[str, ...]]:
         ignores = {}
         for label, node in self.nodes():
@@ -107,10 +116,22 @@ class LintContext:
             return f"{cls} '{layer}'"
         return f"{node.op_type} '{node_label(node)}'"
 
+    def keras_layer(self, node: ir.Node) -> str | None:
+        """The Keras layer an op came from: bnfold's own Keras lowering records it; tf2onnx names every op by
+        its TensorFlow scope, `<model>/<layer>/.../<op>` (SavedModels add a StatefulPartitionedCall/ root).
+        Keras 3 traces add their own `_<k>` to these scope names (layer `dense` appears as `dense_1`)."""
+        layer = node.metadata_props.get(KERAS_LAYER_KEY)
+        if layer or self.model.producer_name != "tf2onnx":
+            return layer
+        parts = (node.name or "").split("/")
+        if parts and parts[0] == "StatefulPartitionedCall":
+            parts = parts[1:]
+        return parts[1] if len(parts) >= 3 else None
+
     def finding(self, rule: RuleInfo, graph_label: str, node: ir.Node, message: str, fix: str) -> Finding:
         return Finding(path=self.path, code=rule.code, name=rule.name, severity=rule.severity,
                        node=node_label(node), op_type=node.op_type, message=message, fix=fix,
-                       keras_layer=node.metadata_props.get(KERAS_LAYER_KEY), graph=graph_label)
+                       keras_layer=self.keras_layer(node), graph=graph_label)
 
 
 def is_op(node: ir.Node | None, ops: frozenset[str]) -> bool:
