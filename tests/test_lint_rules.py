@@ -258,6 +258,80 @@ def test_bn003_silent_when_most_blocks_are_unnormalized():
     assert pairs(lint_proto(model, "BN003")) == []
 
 
+def _pointwise(gb: GraphBuilder, rng, x: str, c: int, name: str, *, bias: bool = False) -> str:
+    ins = [x, gb.init(f"{name}_W", weights(rng, [c, c, 1, 1], fan_in=c))]
+    if bias:
+        ins.append(gb.init(f"{name}_B", rng.normal(0.0, 0.1, c).astype(np.float32)))
+    return gb.node("Conv", ins, name=name)
+
+
+def _cnn(blocks: list[str], *, se_after: int | None = None, head: list[str] = ()) -> onnx.ModelProto:
+    """Conv blocks ("conv bn relu", "conv relu", ...) on a [1, 4, 8, 8] input; `se_after` puts a
+    squeeze-and-excitation gate after that block; `head` blocks ("conv relu") follow the last block and end
+    in the graph output through a Reshape, as SSD heads do."""
+    rng, gb, c = make_rng(0), GraphBuilder(), 4
+    t = gb.input("X", FLOAT, [1, c, 8, 8])
+    for i, block in enumerate(blocks, start=1):
+        for op in block.split():
+            if op == "conv":
+                t = _pointwise(gb, rng, t, c, f"conv{i}")
+            elif op == "bn":
+                t = _bn(gb, rng, t, c, f"bn{i}")
+            else:
+                t = _act(gb, op.capitalize(), t, f"{op}{i}")
+        if i == se_after:
+            pooled = gb.node("GlobalAveragePool", [t], name="se_pool")
+            squeezed = gb.node("Relu", [_pointwise(gb, rng, pooled, c, "se_reduce", bias=True)], name="se_relu")
+            gate = gb.node("HardSigmoid", [_pointwise(gb, rng, squeezed, c, "se_expand", bias=True)], name="se_gate")
+            t = gb.node("Mul", [t, gate], name="se_scale")
+    for j, block in enumerate(head, start=1):
+        t = _act(gb, "Relu", _pointwise(gb, rng, t, c, f"head{j}", bias=True), f"head_relu{j}")
+    shape = gb.init("shape", np.array([1, -1], np.int64))
+    gb.output(gb.node("Reshape", [t, shape], name="flatten"))
+    return gb.model()
+
+
+TRUNK = ["conv bn relu", "conv bn relu", "conv bn relu"]
+
+
+def test_bn003_squeeze_and_excitation_gate_is_not_missing_bn():
+    assert pairs(lint_proto(_cnn(TRUNK, se_after=1), "BN003")) == []
+
+
+def test_bn003_heads_after_the_last_batchnorm_are_not_missing_bn():
+    assert pairs(lint_proto(_cnn(TRUNK, head=["conv relu", "conv relu"]), "BN003")) == []
+
+
+def test_bn003_still_flags_a_gap_in_the_trunk_and_says_what_it_compared():
+    found = lint_proto(_cnn(["conv bn relu", "conv relu", "conv bn relu", "conv bn relu"], se_after=3,
+                            head=["conv relu"]), "BN003")
+    assert pairs(found) == [("BN003", "conv2")]
+    assert found[0].message == ("Conv 'conv2' -> Relu 'relu2' has no BatchNormalization, while 3 of the model's 4 "
+                                "comparable blocks have one (not counted: SE gates, heads, blocks after the last "
+                                "BatchNormalization)")
+
+
+def test_bn003_needs_two_normalized_blocks_as_evidence():
+    assert pairs(lint_proto(_cnn(["conv relu", "conv bn relu", "conv relu"]), "BN003")) == []
+
+
+def test_bn003_advises_bn_where_the_model_puts_it():
+    found = lint_proto(_cnn(["conv relu bn", "conv relu", "conv relu bn", "conv relu bn"]), "BN003")
+    assert pairs(found) == [("BN003", "conv2")]
+    assert found[0].fix == "add BatchNormalization after the activation, as the model's other blocks have it"
+
+
+def test_bn003_counts_a_bn_tensorflow_merged_into_the_conv():
+    model = _cnn(["conv relu", "conv relu", "conv bn relu"])
+    for node in model.graph.node:  # tf2onnx's names for weights TensorFlow multiplied a BN into
+        if node.name in ("conv1", "conv2"):
+            node.input[1] = node.input[1] + "_fused_bn"
+    for init in model.graph.initializer:
+        if init.name in ("conv1_W", "conv2_W"):
+            init.name += "_fused_bn"
+    assert pairs(lint_proto(model, "BN003")) == []
+
+
 # ========================================================================================================
 # BN004 inconsistent-batchnorm-placement
 

@@ -1,47 +1,112 @@
-"""BN003: a linear -> activation block with no BatchNormalization in a model that normalizes the others."""
+"""BN003: a linear -> activation block with no BatchNormalization in a model that normalizes the others.
+
+Only blocks of the model's normalized trunk are compared. Not counted, because models leave them without BN
+by design: blocks after the last BatchNormalization on their path (SSD heads and extra layers, classifier
+heads), blocks on globally pooled features (squeeze-and-excitation gates, pooled MLP heads), and output heads
+(BN002's side). A layer whose BN the exporter merged into it (tf2onnx's `..._fused_bn` weights) or wrote as
+Mul/Add counts as normalized."""
 
 from __future__ import annotations
 
 from bnfold.fold.analysis import node_label
 from bnfold.lint.blocks import BN, activation_after, is_bias_add, is_layer
-from bnfold.lint.context import SOFTMAX, LintContext, downstream, is_op, reaches_graph_output
+from bnfold.lint.context import ACTIVATIONS, LAYOUT_NEUTRAL, SOFTMAX, LintContext, downstream, is_op, \
+    reaches_graph_output
 from bnfold.lint.finding import WARNING, RuleInfo
 
 RULE = RuleInfo("BN003", "missing-batchnorm", WARNING,
                 "a linear layer -> activation block has no BatchNormalization, unlike the model's other blocks")
 
+# Normalized blocks the model must have before an unnormalized one is worth a finding
+MIN_NORMALIZED = 2
+GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"})
+# Names tf2onnx gives the weights and outputs of a layer TensorFlow merged a BN into
+MERGED_MARKS = ("fused_bn", "fusedbatchnorm", "/batchnorm/")
 
-def _normalized(ctx: LintContext, layer) -> bool | None:
-    """True/False for a block, None when `layer` heads no linear -> activation block or is the output head."""
+
+def _merged(layer) -> bool:
+    names = [v.name or "" for v in layer.inputs[1:] if v is not None] + [layer.outputs[0].name or ""]
+    return any(mark in name.lower() for name in names for mark in MERGED_MARKS)
+
+
+def _pooled(ctx: LintContext, layer) -> bool:
+    """Whether the layer reads globally pooled features: up a chain of single-input ops (layout, activation,
+    linear layers and their bias) to a global pool, as squeeze-and-excitation gates and pooled heads do."""
+    value, seen = layer.inputs[0], 0
+    while value is not None and seen < 64:
+        node, seen = value.producer(), seen + 1
+        if node is None:
+            return False
+        if is_op(node, GLOBAL_POOLS):
+            return True
+        if not (is_op(node, LAYOUT_NEUTRAL | ACTIVATIONS) or is_layer(node, ctx.consts)
+                or is_bias_add(node, ctx.consts)) or not node.inputs:
+            return False
+        value = node.inputs[0] if not is_bias_add(node, ctx.consts) else next(
+            v for v in node.inputs if ctx.consts.resolve(v) is None)
+    return False
+
+
+def _feeds_batchnorm(ctx: LintContext) -> set[int]:
+    """ids of the nodes some BatchNormalization (any form) depends on."""
+    seen: set[int] = set()
+    stack = [bn.input.producer() for bn in ctx.batchnorm_forms]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(v.producer() for v in node.inputs if v is not None)
+    return seen
+
+
+def _placement(ctx: LintContext, layer, bn_heads: set[int]) -> str | None:
+    """'before' / 'after' the activation for a normalized block, 'none' for an unnormalized one, None when
+    `layer` heads no comparable block."""
+    if _merged(layer):
+        return "before"
     value = layer.outputs[0]
     consumers = downstream(value)
     if any(is_bias_add(n, ctx.consts) for n in consumers):
         value = next(n for n in consumers if is_bias_add(n, ctx.consts)).outputs[0]
         consumers = downstream(value)
-    if any(is_op(n, BN) for n in consumers):
-        return True
+    if any(is_op(n, BN) or id(n) in bn_heads for n in consumers):
+        return "before"
     activations = activation_after(layer, ctx.consts)
     if not activations or reaches_graph_output(value):
         return None
     if any(is_op(a, SOFTMAX) or reaches_graph_output(a.outputs[0]) for a in activations):
         return None  # the output head: BN002's territory
-    return any(is_op(n, BN) for a in activations for n in downstream(a.outputs[0]))
+    if any(is_op(n, BN) or id(n) in bn_heads for a in activations for n in downstream(a.outputs[0])):
+        return "after"
+    return "none"
 
 
 def check(ctx: LintContext):
-    if not ctx.batchnorms:
+    if not ctx.batchnorm_forms:
         return
-    blocks = [(graph, node, _normalized(ctx, node)) for graph, node in ctx.nodes() if is_layer(node, ctx.consts)]
-    blocks = [b for b in blocks if b[2] is not None]
-    normalized = sum(1 for b in blocks if b[2])
-    if not blocks or normalized / len(blocks) < ctx.options.min_normalized_fraction:
+    bn_heads = {id(bn.node) for bn in ctx.batchnorm_forms if bn.decomposed}
+    trunk = _feeds_batchnorm(ctx)
+    blocks = []
+    for graph, node in ctx.nodes():
+        if not is_layer(node, ctx.consts):
+            continue
+        where = _placement(ctx, node, bn_heads)
+        if where is None or (where == "none" and (id(node) not in trunk or _pooled(ctx, node))):
+            continue
+        blocks.append((graph, node, where))
+    normalized = [where for _, _, where in blocks if where != "none"]
+    if len(normalized) < MIN_NORMALIZED or len(normalized) / len(blocks) < ctx.options.min_normalized_fraction:
         return
-    for graph, layer, is_normalized in blocks:
-        if not is_normalized:
+    after = normalized.count("after") > len(normalized) / 2
+    for graph, layer, where in blocks:
+        if where == "none":
             activation = activation_after(layer, ctx.consts)[0]
             yield ctx.finding(
                 RULE, graph, layer,
                 f"{layer.op_type} '{node_label(layer)}' -> {activation.op_type} '{node_label(activation)}' has no "
-                f"BatchNormalization, while {normalized} of the model's {len(blocks)} blocks have one",
+                f"BatchNormalization, while {len(normalized)} of the model's {len(blocks)} comparable blocks have "
+                "one (not counted: SE gates, heads, blocks after the last BatchNormalization)",
+                "add BatchNormalization after the activation, as the model's other blocks have it" if after else
                 "add BatchNormalization between the layer and its activation (and drop the layer's bias)",
             )
