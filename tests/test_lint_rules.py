@@ -874,8 +874,10 @@ def test_batchnorm_decomposed_by_tensorflow_is_a_batchnorm_for_bn001_and_bn002()
     found = lint_model(_mlp_with_affine("batch_normalization/batchnorm"), "m.onnx")
     assert [(f.code, f.node, f.keras_layer) for f in found] == [
         ("BN001", "model/dense/MatMul", "dense"),
-        ("BN002", "model/batch_normalization/batchnorm/mul_1", "batch_normalization")]
-    assert "BatchNormalization 'model/batch_normalization' (exported as Mul+Add)" in found[1].message
+        ("BN002", "model/batch_normalization/batchnorm/mul_1", "batch_normalization"),
+        ("BN009", "model/batch_normalization/batchnorm/mul_1", "batch_normalization")]
+    assert found[1].message.startswith("BatchNormalization 'model/batch_normalization' (exported as Mul+Add from "
+                                       "'model/batch_normalization/batchnorm/mul_1') feeds Softmax")
 
 
 def test_a_per_channel_mul_add_outside_a_batchnorm_scope_is_not_a_batchnorm():

@@ -32,6 +32,10 @@ def test_seed_mlp_from_tf_keras(tmp_path):
         ("BN001", "seed_mlp/dense_1/MatMul", "dense_1"),
         ("BN001", "seed_mlp/dense_2/MatMul", "dense_2"),
         ("BN002", "seed_mlp/batch_normalization_2/batchnorm/mul_1", "batch_normalization_2"),
+        # tf_keras writes a Dense's BN as Mul/Add: bnfold fold folds them into the MatMul
+        ("BN009", "seed_mlp/batch_normalization/batchnorm/mul_1", "batch_normalization"),
+        ("BN009", "seed_mlp/batch_normalization_1/batchnorm/mul_1", "batch_normalization_1"),
+        ("BN009", "seed_mlp/batch_normalization_2/batchnorm/mul_1", "batch_normalization_2"),
     ]
 
 
@@ -42,6 +46,9 @@ def test_seed_mlp_from_keras3_names_the_traced_scopes(tmp_path):
         ("BN001", "seed_mlp_1/dense_1_2/MatMul", "dense_1_2"),
         ("BN001", "seed_mlp_1/dense_2_1/MatMul", "dense_2_1"),
         ("BN002", "seed_mlp_1/batch_normalization_2_1/batchnorm/mul_1", "batch_normalization_2_1"),
+        ("BN009", "seed_mlp_1/batch_normalization_1/batchnorm/mul_1", "batch_normalization_1"),
+        ("BN009", "seed_mlp_1/batch_normalization_1_2/batchnorm/mul_1", "batch_normalization_1_2"),
+        ("BN009", "seed_mlp_1/batch_normalization_2_1/batchnorm/mul_1", "batch_normalization_2_1"),
     ]
 
 

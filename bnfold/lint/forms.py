@@ -38,7 +38,8 @@ class BatchNorm:
         if not self.decomposed:
             return f"BatchNormalization '{node_label(self.node)}'"
         scope = node_label(self.node).rsplit("/", 2)[0]
-        return f"BatchNormalization '{scope}' (exported as {'+'.join(op.op_type for op in self.ops)})"
+        ops = "+".join(op.op_type for op in self.ops)
+        return f"BatchNormalization '{scope}' (exported as {ops} from '{node_label(self.node)}')"
 
 
 def _scope(node: ir.Node) -> str | None:
