@@ -883,3 +883,14 @@ def test_batchnorm_decomposed_by_tensorflow_is_a_batchnorm_for_bn001_and_bn002()
 def test_a_per_channel_mul_add_outside_a_batchnorm_scope_is_not_a_batchnorm():
     # a Scale layer or a hand-written affine: its bias before is not cancelled by any mean subtraction
     assert [f.code for f in lint_model(_mlp_with_affine("scale"), "m.onnx")] == []
+
+
+@pytest.mark.parametrize("scale, flagged", [(np.float32(1 / np.sqrt(1.001)), True),
+                                            (np.float32(1 / np.sqrt(1 + 1e-5)), True),
+                                            (np.float32(0.97), False)])
+def test_bn007_on_a_decomposed_bn_that_scales_by_its_initial_value(scale, flagged):
+    model = _mlp_with_affine("batch_normalization/batchnorm")
+    s = next(v for v in model.graph.initializers.values() if v.name == "s")
+    s.const_value = ir.tensor(np.full(2, scale, np.float32), name="s")
+    codes = [f.code for f in lint_model(model, "m.onnx", codes=frozenset({"BN007"}))]
+    assert codes == (["BN007"] if flagged else [])

@@ -60,3 +60,10 @@ def test_clean_model_exports_with_only_its_unfolded_batchnorms(tmp_path):
         ("BN009", "clean/batch_normalization_1/FusedBatchNormV3", "batch_normalization_1"),
     ]
     assert exported_findings(tmp_path, "clean.keras") == []
+
+
+@pytest.mark.parametrize("sample", ["untrained_statistics.h5", "untrained_statistics.keras"])
+def test_untrained_dense_bn_written_as_a_lone_mul_is_bn007(tmp_path, sample):
+    # gamma 1, mean 0, var 1, beta 0: TensorFlow leaves one Mul by 1/sqrt(1 + 0.001) and drops the zero Add
+    codes = [code for code, _, _ in exported_findings(tmp_path, sample)]
+    assert codes == ["BN007", "BN009"]
