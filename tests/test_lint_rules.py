@@ -894,3 +894,35 @@ def test_bn007_on_a_decomposed_bn_that_scales_by_its_initial_value(scale, flagge
     s.const_value = ir.tensor(np.full(2, scale, np.float32), name="s")
     codes = [f.code for f in lint_model(model, "m.onnx", codes=frozenset({"BN007"}))]
     assert codes == (["BN007"] if flagged else [])
+
+
+def test_bn004_sees_the_placement_of_decomposed_batchnorms():
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17], producer_name: "tf2onnx">
+        g (float[1, 2] x) => (float[1, 2] y)
+        <float[2, 2] w = {1.0, 0.5, -0.5, 1.0}, float[2] s = {0.9, 1.1}, float[2] t = {0.3, -0.3}>
+        {
+            m1 = MatMul (x, w)
+            p1 = Mul (m1, s)
+            q1 = Add (p1, t)
+            r1 = Relu (q1)
+            m2 = MatMul (r1, w)
+            p2 = Mul (m2, s)
+            q2 = Add (p2, t)
+            r2 = Relu (q2)
+            m3 = MatMul (r2, w)
+            r3 = Relu (m3)
+            p3 = Mul (r3, s)
+            q3 = Add (p3, t)
+            y = MatMul (q3, w)
+        }""")
+    names = ["model/dense/MatMul", "model/bn/batchnorm/mul_1", "model/bn/batchnorm/add_1", "model/relu/Relu",
+             "model/dense_1/MatMul", "model/bn_1/batchnorm/mul_1", "model/bn_1/batchnorm/add_1",
+             "model/relu_1/Relu", "model/dense_2/MatMul", "model/relu_2/Relu", "model/bn_2/batchnorm/mul_1",
+             "model/bn_2/batchnorm/add_1", "model/head/MatMul"]
+    for node, name in zip(proto.graph.node, names):
+        node.name = name
+    found = lint_proto(proto, "BN004")
+    assert pairs(found) == [("BN004", "model/bn_2/batchnorm/mul_1")]
+    assert found[0].message.startswith("BatchNormalization 'model/bn_2' (exported as Mul+Add from "
+                                       "'model/bn_2/batchnorm/mul_1') is placed after its activation")

@@ -43,11 +43,11 @@ def activation_after(node: ir.Node, consts: ConstantResolver) -> list[ir.Node]:
     return found
 
 
-def placement(bn: ir.Node, consts: ConstantResolver) -> str | None:
-    """'before' (linear -> BN -> activation), 'after' (linear -> activation -> BN), or None."""
-    source = upstream(bn.inputs[0])
-    if linear_source(bn.inputs[0], consts) is not None and any(
-            is_op(n, ACTIVATIONS) for n in downstream(bn.outputs[0])):
+def placement(bn, consts: ConstantResolver) -> str | None:
+    """'before' (linear -> BN -> activation), 'after' (linear -> activation -> BN), or None, for a
+    bnfold.lint.forms.BatchNorm (a node, or the Mul/Add TensorFlow decomposed it into)."""
+    source = upstream(bn.input)
+    if linear_source(bn.input, consts) is not None and any(is_op(n, ACTIVATIONS) for n in downstream(bn.output)):
         return "before"
     if is_op(source, ACTIVATIONS) and source.inputs and source.inputs[0] is not None \
             and linear_source(source.inputs[0], consts) is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bnfold.fold.analysis import node_label
 from bnfold.lint.blocks import placement
 from bnfold.lint.context import LintContext
 from bnfold.lint.finding import INFO, RuleInfo
@@ -12,9 +11,9 @@ RULE = RuleInfo("BN004", "inconsistent-batchnorm-placement", INFO,
 
 
 def check(ctx: LintContext):
-    placed = [(graph, bn, placement(bn, ctx.consts)) for graph, bn in ctx.batchnorms]
-    placed = [p for p in placed if p[2] is not None]
-    counts = {side: sum(1 for p in placed if p[2] == side) for side in ("before", "after")}
+    placed = [(bn, placement(bn, ctx.consts)) for bn in ctx.batchnorm_forms]
+    placed = [p for p in placed if p[1] is not None]
+    counts = {side: sum(1 for p in placed if p[1] == side) for side in ("before", "after")}
     preferred = ctx.options.placement
     if preferred is None:
         if not (counts["before"] and counts["after"]):
@@ -23,11 +22,11 @@ def check(ctx: LintContext):
         preferred = "before" if counts["before"] >= counts["after"] else "after"
     why = (f"the configured placement is '{preferred}'" if ctx.options.placement
            else f"{counts[preferred]} BatchNormalization in this model are placed {preferred} it")
-    for graph, bn, side in placed:
+    for bn, side in placed:
         if side != preferred:
             yield ctx.finding(
-                RULE, graph, bn,
-                f"BatchNormalization '{node_label(bn)}' is placed {side} its activation; {why}",
+                RULE, bn.graph, bn.node,
+                f"{ctx.bn_label(bn)} is placed {side} its activation; {why}",
                 f"move it {preferred} the activation so every block normalizes the same way "
                 "(or set placement in [tool.bnfold.lint])",
             )
