@@ -926,3 +926,13 @@ def test_bn004_sees_the_placement_of_decomposed_batchnorms():
     assert pairs(found) == [("BN004", "model/bn_2/batchnorm/mul_1")]
     assert found[0].message.startswith("BatchNormalization 'model/bn_2' (exported as Mul+Add from "
                                        "'model/bn_2/batchnorm/mul_1') is placed after its activation")
+
+
+@pytest.mark.parametrize("producer, advice", [("pytorch", "check that the trained state_dict was loaded"),
+                                              ("tf2onnx", "run the moving-statistics update during training"),
+                                              ("paddle2onnx", "update the moving statistics during training")])
+def test_bn007_fix_speaks_the_exporter_s_framework(producer, advice):
+    proto = onnx.load(SAMPLES / "lint" / "bn007_untrained_statistics.onnx")
+    proto.producer_name = producer
+    (finding,) = lint_proto(proto, "BN007")
+    assert finding.fix.startswith(advice)

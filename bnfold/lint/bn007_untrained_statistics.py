@@ -16,8 +16,20 @@ RULE = RuleInfo("BN007", "untrained-batchnorm-statistics", ERROR,
 # rsqrt(var + eps) in float32: a few ulp from the float64 value); a trained variance is nowhere that close
 EPSILONS = (1e-3, 1e-5, 1.001e-5)
 ULPS = 4 * float(np.finfo(np.float32).eps)
-FIX = ("run the moving-statistics update during training (TF1: run tf.GraphKeys.UPDATE_OPS with the train op; "
-       "Keras: train with training=True), then re-export")
+FIX_TENSORFLOW = ("run the moving-statistics update during training (TF1: run tf.GraphKeys.UPDATE_OPS with the "
+                  "train op; Keras: train with training=True), then re-export")
+FIX_PYTORCH = ("check that the trained state_dict was loaded before torch.onnx.export (BN's running_mean/running_var "
+               "update only in model.train() forward passes), then re-export")
+
+
+def _fix(ctx: LintContext) -> str:
+    """The advice for the framework that made the model: its producer names it."""
+    producer = (ctx.model.producer_name or "").lower()
+    if "pytorch" in producer or producer == "torch":
+        return FIX_PYTORCH
+    if ctx.from_keras or "tf2onnx" in producer or "keras" in producer or not producer:
+        return FIX_TENSORFLOW
+    return "update the moving statistics during training (or load the trained ones), then re-export"
 
 
 def _initial_scale(ctx: LintContext, bn) -> tuple[int, float] | None:
@@ -46,7 +58,7 @@ def check(ctx: LintContext):
                 RULE, graph, bn,
                 f"BatchNormalization '{node_label(bn)}' has moving mean 0 and moving variance 1 in all "
                 f"{mean.size} channels, the initial values: inference will not normalize like training did",
-                FIX,
+                _fix(ctx),
             )
     for bn in ctx.batchnorm_forms:
         found = _initial_scale(ctx, bn) if bn.decomposed else None
@@ -56,5 +68,5 @@ def check(ctx: LintContext):
                 RULE, bn.graph, bn.node,
                 f"{ctx.bn_label(bn)} multiplies all {channels} channels by 1/sqrt(1 + {eps:g}), what gamma 1 "
                 "and moving variance 1, the initial values, give: inference will not normalize like training did",
-                FIX,
+                _fix(ctx),
             )
