@@ -23,8 +23,8 @@ from bnfold.lint import lint_model
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models" / "keras"
 # sample -> every finding with default options, as (code, node, Keras layer)
 EXPECTED = {
-    "seed_mlp": {("BN001", "dense", "dense"), ("BN001", "dense_1", "dense_1"), ("BN001", "dense_2", "dense_2"),
-                 ("BN002", "batch_normalization_2", "batch_normalization_2")},
+    "seed_mlp": {("BN001", "dense_1", "dense_1"), ("BN001", "dense_2", "dense_2"),
+                 ("BN001", "dense_out", "dense_out"), ("BN002", "bn_out", "bn_out")},
     "cnn_bn_after_activation": set(),
     "untrained_statistics": {("BN007", "batch_normalization", "batch_normalization")},
     "dropout_before_bn": {("BN005", "batch_normalization", "batch_normalization")},
@@ -60,7 +60,7 @@ def test_seed_mlp_findings_give_keras_fixes(suffix):
     by_node = {f.node: f for f in findings(SAMPLES / f"seed_mlp{suffix}") if f.code == "BN001"}
     assert by_node["dense_1"].fix == "set use_bias=False on Dense 'dense_1'"
     assert by_node["dense_1"].message.startswith(
-        "Dense 'dense_1' has a bias that BatchNormalization 'batch_normalization_1' cancels")
+        "Dense 'dense_1' has a bias that BatchNormalization 'bn_1' cancels")
 
 
 def test_cli_lint_of_the_seed_mlp_without_tensorflow():

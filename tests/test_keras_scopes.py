@@ -10,15 +10,13 @@ from bnfold.keras.scopes import keras3_scopes
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models" / "keras"
 
 
-def test_layer_names_collide_with_the_uniquing_suffixes():
+def test_the_seed_mlp_scopes_are_the_exported_node_paths():
     config = KerasFile(SAMPLES / "seed_mlp.keras").config
     scopes = keras3_scopes(config["config"]["name"], parse(config).calls)
     assert scopes == {
-        "dense": ["dense_1"], "batch_normalization": ["batch_normalization_1"], "activation": ["activation_1"],
-        "dropout": ["dropout_1"],
-        "dense_1": ["dense_1_2"], "batch_normalization_1": ["batch_normalization_1_2"],
-        "activation_1": ["activation_1_2"], "dropout_1": ["dropout_1_2"],
-        "dense_2": ["dense_2_1"], "batch_normalization_2": ["batch_normalization_2_1"],
+        "dense_1": ["dense_1_1"], "bn_1": ["bn_1_1"], "activation": ["activation_1"], "dropout": ["dropout_1"],
+        "dense_2": ["dense_2_1"], "bn_2": ["bn_2_1"], "activation_1": ["activation_1_2"],
+        "dropout_1": ["dropout_1_2"], "dense_out": ["dense_out_1"], "bn_out": ["bn_out_1"],
         "activation_2": ["activation_2_1"],
     }
 

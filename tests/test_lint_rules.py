@@ -880,6 +880,27 @@ def test_batchnorm_decomposed_by_tensorflow_is_a_batchnorm_for_bn001_and_bn002()
                                        "'model/batch_normalization/batchnorm/mul_1') feeds Softmax")
 
 
+def _renamed(model: ir.Model, rename: dict[str, str], weight: str) -> ir.Model:
+    for node in model.graph:
+        model_scope, layer, op = node.name.split("/", 2)
+        node.name = f"{rename[model_scope]}/{rename.get(layer, layer)}/{op}"
+    model.graph.initializers["w"].name = weight  # how the layer read its kernel
+    return model
+
+
+@pytest.mark.parametrize("kernel_read, layer", [("model_1/dense_1/Cast/ReadVariableOp:0", "dense"),
+                                                ("model_1/dense_1/MatMul/ReadVariableOp:0", "dense_1")])
+def test_keras3_trace_scopes_name_the_layer(kernel_read, layer):
+    # Keras 3 traces layer `dense` in scope `dense_1` and reads its kernel through a dtype-policy Cast; a
+    # tf_keras model built late in a session also has `_<k>` everywhere but reads the kernel in its MatMul
+    model = _renamed(_mlp_with_affine("batch_normalization/batchnorm"),
+                     {"model": "model_1", "dense": "dense_1", "batch_normalization": "batch_normalization_1",
+                      "head": "head_1"}, kernel_read)
+    found = lint_model(model, "m.onnx", codes=frozenset({"BN001", "BN002"}))
+    bn = "batch_normalization" if layer == "dense" else "batch_normalization_1"
+    assert [(f.code, f.keras_layer) for f in found] == [("BN001", layer), ("BN002", bn)]
+
+
 def test_a_per_channel_mul_add_outside_a_batchnorm_scope_is_not_a_batchnorm():
     # a Scale layer or a hand-written affine: its bias before is not cancelled by any mean subtraction
     assert [f.code for f in lint_model(_mlp_with_affine("scale"), "m.onnx")] == []

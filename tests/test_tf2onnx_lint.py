@@ -26,29 +26,20 @@ def exported_findings(tmp_path: Path, sample: str):
     return [(f.code, f.node, f.keras_layer) for f in lint_model(load_model(out), str(out))]
 
 
-def test_seed_mlp_from_tf_keras(tmp_path):
-    assert exported_findings(tmp_path, "seed_mlp.h5") == [
-        ("BN001", "seed_mlp/dense/MatMul", "dense"),
-        ("BN001", "seed_mlp/dense_1/MatMul", "dense_1"),
-        ("BN001", "seed_mlp/dense_2/MatMul", "dense_2"),
-        ("BN002", "seed_mlp/batch_normalization_2/batchnorm/mul_1", "batch_normalization_2"),
-        # tf_keras writes a Dense's BN as Mul/Add: bnfold fold folds them into the MatMul
-        ("BN009", "seed_mlp/batch_normalization/batchnorm/mul_1", "batch_normalization"),
-        ("BN009", "seed_mlp/batch_normalization_1/batchnorm/mul_1", "batch_normalization_1"),
-        ("BN009", "seed_mlp/batch_normalization_2/batchnorm/mul_1", "batch_normalization_2"),
-    ]
-
-
-def test_seed_mlp_from_keras3_names_the_traced_scopes(tmp_path):
-    # Keras 3 traces each layer in a scope TensorFlow uniquifies: layer dense is dense_1, dense_1 is dense_1_2
-    assert exported_findings(tmp_path, "seed_mlp.keras") == [
-        ("BN001", "seed_mlp_1/dense_1/MatMul", "dense_1"),
-        ("BN001", "seed_mlp_1/dense_1_2/MatMul", "dense_1_2"),
-        ("BN001", "seed_mlp_1/dense_2_1/MatMul", "dense_2_1"),
-        ("BN002", "seed_mlp_1/batch_normalization_2_1/batchnorm/mul_1", "batch_normalization_2_1"),
-        ("BN009", "seed_mlp_1/batch_normalization_1/batchnorm/mul_1", "batch_normalization_1"),
-        ("BN009", "seed_mlp_1/batch_normalization_1_2/batchnorm/mul_1", "batch_normalization_1_2"),
-        ("BN009", "seed_mlp_1/batch_normalization_2_1/batchnorm/mul_1", "batch_normalization_2_1"),
+@pytest.mark.parametrize("sample, model, trace", [("seed_mlp.h5", "seed_mlp", ""),
+                                                  ("seed_mlp.keras", "seed_mlp_1", "_1")])
+def test_seed_mlp_findings_name_its_keras_layers(tmp_path, sample, model, trace):
+    # Keras 3 traces each layer in a scope TensorFlow uniquifies (layer dense_1 runs in dense_1_1):
+    # keras_layer is the layer's own name in both formats
+    assert exported_findings(tmp_path, sample) == [
+        ("BN001", f"{model}/dense_1{trace}/MatMul", "dense_1"),
+        ("BN001", f"{model}/dense_2{trace}/MatMul", "dense_2"),
+        ("BN001", f"{model}/dense_out{trace}/MatMul", "dense_out"),
+        ("BN002", f"{model}/bn_out{trace}/batchnorm/mul_1", "bn_out"),
+        # TensorFlow writes a Dense's BN as Mul/Add: bnfold fold folds them into the MatMul
+        ("BN009", f"{model}/bn_1{trace}/batchnorm/mul_1", "bn_1"),
+        ("BN009", f"{model}/bn_2{trace}/batchnorm/mul_1", "bn_2"),
+        ("BN009", f"{model}/bn_out{trace}/batchnorm/mul_1", "bn_out"),
     ]
 
 
@@ -64,6 +55,8 @@ def test_clean_model_exports_with_only_its_unfolded_batchnorms(tmp_path):
 
 @pytest.mark.parametrize("sample", ["untrained_statistics.h5", "untrained_statistics.keras"])
 def test_untrained_dense_bn_written_as_a_lone_mul_is_bn007(tmp_path, sample):
-    # gamma 1, mean 0, var 1, beta 0: TensorFlow leaves one Mul by 1/sqrt(1 + 0.001) and drops the zero Add
-    codes = [code for code, _, _ in exported_findings(tmp_path, sample)]
-    assert codes == ["BN007", "BN009"]
+    # gamma 1, mean 0, var 1, beta 0: TensorFlow leaves one Mul by 1/sqrt(1 + 0.001) and drops the zero Add.
+    # Keras 3 runs the auto-named layer batch_normalization in scope batch_normalization_1
+    found = exported_findings(tmp_path, sample)
+    assert [(code, layer) for code, _, layer in found] == [("BN007", "batch_normalization"),
+                                                           ("BN009", "batch_normalization")]

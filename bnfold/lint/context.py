@@ -6,6 +6,7 @@ IR, with the layer name in node metadata) reuses them unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -118,20 +119,45 @@ class LintContext:
 
     def keras_layer(self, node: ir.Node) -> str | None:
         """The Keras layer an op came from: bnfold's own Keras lowering records it; tf2onnx names every op by
-        its TensorFlow scope, `<model>/<layer>/.../<op>` (SavedModels add a StatefulPartitionedCall/ root).
-        Keras 3 traces add their own `_<k>` to these scope names (layer `dense` appears as `dense_1`)."""
+        its TensorFlow scope, `<model>/<layer>/.../<op>` (SavedModels add a StatefulPartitionedCall/ root)."""
         layer = node.metadata_props.get(KERAS_LAYER_KEY)
         if layer or self.model.producer_name != "tf2onnx":
             return layer
-        parts = (node.name or "").split("/")
-        if parts and parts[0] == "StatefulPartitionedCall":
-            parts = parts[1:]
-        return parts[1] if len(parts) >= 3 else None
+        scopes = _scopes(node)
+        if scopes is None:
+            return None
+        return _TRACE_SUFFIX.sub("", scopes[1]) if self._keras3_traced else scopes[1]
+
+    @cached_property
+    def _keras3_traced(self) -> bool:
+        """Whether the op paths are Keras 3 traces. Keras 3 enters each layer's (and the model's) scope twice
+        and TensorFlow uniquifies the second entry into `<name>_<k>`, where the ops land: layer `dense` reads
+        `dense_1`, a layer named `dense_1` reads `dense_1_2`. So every model and layer scope of such a graph
+        ends in `_<k>`; tf_keras' first layer of a kind (`dense`, `activation`) does not. A tf_keras model
+        built late in a session has suffixes everywhere too, so Keras 3's own way of reading a kernel must
+        be there as well: through a dtype-policy `Cast` (Dense) or `tf.nn.convolution` (Conv)."""
+        nodes = [n for _, n in self.nodes()]
+        scopes = [s for s in map(_scopes, nodes) if s is not None]
+        reads = {v.name for n in nodes for v in n.inputs if v is not None and v.name}
+        keras3_reads = any(marker in name for name in reads for marker in _KERAS3_READS)
+        return keras3_reads and all(_TRACE_SUFFIX.search(part) for s in scopes for part in s)
 
     def finding(self, rule: RuleInfo, graph_label: str, node: ir.Node, message: str, fix: str) -> Finding:
         return Finding(path=self.path, code=rule.code, name=rule.name, severity=rule.severity,
                        node=node_label(node), op_type=node.op_type, message=message, fix=fix,
                        keras_layer=self.keras_layer(node), graph=graph_label)
+
+
+_TRACE_SUFFIX = re.compile(r"_\d+$")
+_KERAS3_READS = ("/Cast/ReadVariableOp", "/convolution/ReadVariableOp")
+
+
+def _scopes(node: ir.Node) -> tuple[str, str] | None:
+    """(model scope, layer scope) of a tf2onnx op path, or None when the name is no such path."""
+    parts = (node.name or "").split("/")
+    if parts and parts[0] == "StatefulPartitionedCall":
+        parts = parts[1:]
+    return (parts[0], parts[1]) if len(parts) >= 3 else None
 
 
 def is_op(node: ir.Node | None, ops: frozenset[str]) -> bool:

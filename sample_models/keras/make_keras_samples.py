@@ -27,13 +27,13 @@ def build(keras, name: str):
     else:
         x = inputs = keras.Input((16, 16, 3), name="image")
     if name == "seed_mlp":  # the classic MLP: every Dense keeps its bias, and BN sits on the logits
-        for width in (64, 64):
-            x = L.Dense(width)(x)
-            x = L.BatchNormalization()(x)
+        for k in (1, 2):
+            x = L.Dense(64, name=f"dense_{k}")(x)
+            x = L.BatchNormalization(name=f"bn_{k}")(x)
             x = L.Activation("tanh")(x)
             x = L.Dropout(0.5)(x)
-        x = L.Dense(2)(x)
-        x = L.BatchNormalization()(x)
+        x = L.Dense(2, name="dense_out")(x)
+        x = L.BatchNormalization(name="bn_out")(x)
         x = L.Activation("softmax")(x)
     elif name == "cnn_bn_after_activation":
         for filters in (8, 16):
