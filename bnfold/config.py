@@ -76,7 +76,8 @@ class Config:
         """The LintOptions the rules see."""
         from bnfold.lint.context import LintOptions
 
-        return LintOptions(placement=self.placement, min_normalized_fraction=self.min_normalized_fraction)
+        return LintOptions(placement=self.placement, min_normalized_fraction=self.min_normalized_fraction,
+                           per_node_ignores=self.per_node_ignores)
 
     def rule_codes(self, *, select: Iterable[str] | None = None, ignore: Iterable[str] = (),
                    extend_select: Iterable[str] = (), all_codes: Iterable[str] | None = None) -> frozenset[str]:
@@ -270,6 +271,12 @@ def _selected(code: str, selectors: Iterable[str]) -> bool:
     return any(matches(normalize(s), code) for s in selectors)
 
 
+def node_ignored(per_node_ignores: dict[str, list[str]], code: str, node: str) -> bool:
+    """Whether a per-node-ignores glob (tried case-sensitively on the node name) ignores `code` there."""
+    return any(_selected(code, selectors) and fnmatch.fnmatchcase(node, glob)
+               for glob, selectors in per_node_ignores.items())
+
+
 def apply(findings, config: Config, codes: Iterable[str]) -> list:
     """Findings after selection (`codes`), per-file-ignores, per-node-ignores and severity overrides.
 
@@ -290,8 +297,7 @@ def apply(findings, config: Config, codes: Iterable[str]) -> list:
             if any(_selected(finding.code, selectors) and _path_matches(glob, candidates)
                    for glob, selectors in config.per_file_ignores.items()):
                 continue
-        if any(_selected(finding.code, selectors) and fnmatch.fnmatchcase(finding.node, glob)
-               for glob, selectors in config.per_node_ignores.items()):
+        if node_ignored(config.per_node_ignores, finding.code, finding.node):
             continue
         severity = config.severity.get(finding.code)
         if severity is not None and severity != finding.severity:

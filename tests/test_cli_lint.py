@@ -37,8 +37,11 @@ AFTER_RELU_SAMPLE = SAMPLES / "mlp_bn_after_relu.onnx"  # both BN after their ac
 CLASSIC_FINDINGS = {
     ("BN001", "fc1"), ("BN001", "fc2"), ("BN001", "fc3"),
     ("BN002", "bn3"),
-    ("BN009", "bn1"), ("BN009", "bn2"), ("BN009", "bn3"),
+    ("BN009", "bn1"),  # one BN009 per model, on the first foldable BN; it counts bn1, bn2 and bn3
 }
+CLASSIC_BN009_MESSAGE = (
+    "3 BatchNormalization are foldable but still in the model: BatchNormalization 'bn1' backward into Gemm 'fc1'; "
+    "BatchNormalization 'bn2' backward into Gemm 'fc2'; BatchNormalization 'bn3' backward into Gemm 'fc3'")
 ALL_CODES = {f"BN{i:03d}" for i in range(1, 15)}
 
 SUMMARY = re.compile(r"^Found (\d+) findings? \(\d+ errors?, \d+ warnings?, \d+ infos?\) in (\d+) of (\d+) files?\.$",
@@ -123,16 +126,16 @@ def test_folded_sample_passes(tmp_path):
 
 
 def test_warnings_exit_1():
-    result = lint("--isolated", CLASSIC)
+    result = lint("--isolated", CLASSIC)  # BN001 x3 and BN002 are warnings (BN009 is info)
     assert result.exit_code == 1, result.output
     assert result.stdout.rstrip("\n").splitlines()[-1] == \
-        "Found 7 findings (0 errors, 7 warnings, 0 infos) in 1 of 1 file."
+        "Found 5 findings (0 errors, 4 warnings, 1 info) in 1 of 1 file."
 
 
 def test_fail_on_error_with_only_warnings_exits_0():
     result = lint("--isolated", "--fail-on", "error", CLASSIC)
     assert result.exit_code == 0, result.output
-    assert "Found 7 findings" in result.stdout  # still reported
+    assert "Found 5 findings (0 errors, 4 warnings, 1 info)" in result.stdout  # still reported
 
 
 def test_fail_on_error_with_training_mode_bn_exits_1():
@@ -194,7 +197,7 @@ def test_corrupt_onnx_exits_2_but_other_files_are_reported(tmp_path, jobs):
     assert result.exit_code == 2, result.output
     no_traceback(result)
     assert f"{good}:conv1: BN001 [warning] " in result.stdout
-    assert f"{good}:bn1: BN009 [warning] " in result.stdout
+    assert f"{good}:bn1: BN009 [info] " in result.stdout
     lines = stderr_lines(result)
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and "broken.onnx" in lines[0]
@@ -292,18 +295,21 @@ def test_text_format_line_shape():
     result = lint("--isolated", CLASSIC)
     lines = result.stdout.splitlines()
     finding_lines = [line for line in lines if TEXT_LINE.match(line)]
-    assert len(finding_lines) == 7
+    assert len(finding_lines) == 5
     seen = set()
     for line in finding_lines:
         match = TEXT_LINE.match(line)
         assert match.group("path") == str(CLASSIC)
-        assert match.group("severity") == "warning"
+        assert match.group("severity") == ("info" if match.group("code") == "BN009" else "warning")
         seen.add((match.group("code"), match.group("node")))
         following = lines[lines.index(line) + 1]
         assert following.startswith("  fix: ") and len(following) > len("  fix: ")
     assert seen == CLASSIC_FINDINGS
     assert f"{CLASSIC}:fc1: BN001 [warning] Gemm 'fc1' has a bias C" in result.stdout
     assert "(Keras layer 'dense')" in result.stdout
+    # the one BN009 of the model speaks of all three BN, so it names no Keras layer
+    assert f"{CLASSIC}:bn1: BN009 [info] {CLASSIC_BN009_MESSAGE}\n  fix: run `bnfold fold IN OUT` before deploying\n" \
+        in result.stdout
     assert lines[-2] == ""  # blank line before the summary
 
 
@@ -314,8 +320,8 @@ def test_json_format():
     assert document["version"] == 1
     assert document["tool"] == "bnfold"
     assert document["files"] == [str(CLASSIC)]
-    assert document["summary"] == {"findings": 7, "error": 0, "warning": 7, "info": 0}
-    assert len(document["findings"]) == 7
+    assert document["summary"] == {"findings": 5, "error": 0, "warning": 4, "info": 1}
+    assert len(document["findings"]) == 5
     assert pairs(document) == CLASSIC_FINDINGS
     for finding in document["findings"]:
         assert finding["path"] == str(CLASSIC)
@@ -326,6 +332,9 @@ def test_json_format():
     assert by_node[("BN001", "fc1")]["op_type"] == "Gemm"
     assert by_node[("BN001", "fc1")]["keras_layer"] == "dense"
     assert by_node[("BN002", "bn3")]["op_type"] == "BatchNormalization"
+    bn009 = by_node[("BN009", "bn1")]
+    assert (bn009["severity"], bn009["op_type"], bn009["keras_layer"]) == ("info", "BatchNormalization", None)
+    assert bn009["message"] == CLASSIC_BN009_MESSAGE
 
 
 def test_json_format_clean_run():
@@ -344,21 +353,23 @@ def test_sarif_format():
     assert run["tool"]["driver"]["name"] == "bnfold"
     assert {rule["id"] for rule in run["tool"]["driver"]["rules"]} >= {"BN001", "BN002", "BN009"}
     results = run["results"]
-    assert len(results) == 7  # one result per finding
-    assert Counter(r["ruleId"] for r in results) == {"BN001": 3, "BN002": 1, "BN009": 3}
+    assert len(results) == 5  # one result per finding
+    assert Counter(r["ruleId"] for r in results) == {"BN001": 3, "BN002": 1, "BN009": 1}
     nodes = {(r["ruleId"], r["locations"][0]["logicalLocations"][0]["name"]) for r in results}
     assert nodes == CLASSIC_FINDINGS
     fingerprints = [r["partialFingerprints"]["bnfoldFinding/v1"] for r in results]
     assert len(set(fingerprints)) == len(fingerprints)
-    assert {r["level"] for r in results} == {"warning"}
+    assert {(r["ruleId"], r["level"]) for r in results} == \
+        {("BN001", "warning"), ("BN002", "warning"), ("BN009", "note")}
 
 
 def test_github_format():
     result = lint("--isolated", "--format", "github", CLASSIC)
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert len(lines) == 7
-    assert all(line.startswith(f"::warning file={CLASSIC},line=1,title=BN") for line in lines)
+    assert len(lines) == 5
+    assert all(line.startswith(f"::warning file={CLASSIC},line=1,title=BN") for line in lines[:4])
+    assert lines[4] == f"::notice file={CLASSIC},line=1,title=BN009 unfolded-batchnorm::bn1: {CLASSIC_BN009_MESSAGE}"
     assert f"::warning file={CLASSIC},line=1,title=BN001 redundant-bias-before-batchnorm::fc1: Gemm 'fc1' " \
         in result.stdout
     assert f"::warning file={CLASSIC},line=1,title=BN002 batchnorm-before-softmax::bn3: " in result.stdout
@@ -377,8 +388,10 @@ def test_markdown_format():
     assert lines[0] == "### bnfold lint"
     assert "| Severity | Code | Model | Node | Message | Fix |" in lines
     rows = [line for line in lines if line.startswith("| warning |")]
-    assert len(rows) == 7
+    assert len(rows) == 4
     assert any("[BN001](" in row and "`fc1`" in row for row in rows)
+    (info,) = [line for line in lines if line.startswith("| info |")]
+    assert "[BN009](" in info and "`bn1`" in info and f"| {CLASSIC_BN009_MESSAGE} |" in info
 
 
 def test_output_file_gets_the_report_and_stdout_stays_empty(tmp_path):
@@ -398,9 +411,10 @@ def test_statistics():
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     rows = [line for line in lines if re.match(r"^ +\d+ +BN\d{3} +", line)]
-    assert [re.split(r" +", row.strip())[:2] for row in rows] == [["3", "BN001"], ["3", "BN009"], ["1", "BN002"]]
+    assert [re.split(r" +", row.strip())[:2] for row in rows] == [["3", "BN001"], ["1", "BN002"], ["1", "BN009"]]
     assert "  3  BN001  redundant-bias-before-batchnorm" in result.stdout
-    assert rows[-1].endswith("[warning]")
+    assert rows[0].endswith("[warning]")
+    assert rows[-1] == "  1  BN009  unfolded-batchnorm               [info]"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -422,7 +436,7 @@ def test_pyproject_lint_ignore(tmp_path):
 def test_pyproject_extend_select_and_cli_layering(tmp_path):
     (model,) = copy_models(tmp_path, CLASSIC)
     write_pyproject(tmp_path, '[tool.bnfold.lint]\nselect = ["BN002"]\nextend-select = ["BN009"]\n')
-    assert pairs(lint_json(model)) == {("BN002", "bn3"), ("BN009", "bn1"), ("BN009", "bn2"), ("BN009", "bn3")}
+    assert pairs(lint_json(model)) == {("BN002", "bn3"), ("BN009", "bn1")}
     # command-line extend-select/ignore layer over the config
     assert pairs(lint_json("--extend-select", "BN001", "--ignore", "BN009", model)) == \
         {("BN001", "fc1"), ("BN001", "fc2"), ("BN001", "fc3"), ("BN002", "bn3")}
@@ -446,17 +460,38 @@ def test_pyproject_per_node_ignores(tmp_path):
     assert pairs(lint_json(model)) == CLASSIC_FINDINGS - {("BN002", "bn3")}
 
 
+def test_pyproject_per_node_ignores_take_that_node_out_of_a_per_model_finding(tmp_path):
+    # as the node's own bnfold.ignore metadata does: bn2 and bn3 are still unfolded
+    (model,) = copy_models(tmp_path, CLASSIC)
+    write_pyproject(tmp_path, '[tool.bnfold.lint]\nper-node-ignores = {"bn1" = ["BN009"]}\n')
+    (bn009,) = [f for f in lint_json(model)["findings"] if f["code"] == "BN009"]
+    assert (bn009["node"], bn009["message"]) == (
+        "bn2", "2 BatchNormalization are foldable but still in the model: BatchNormalization 'bn2' backward into "
+               "Gemm 'fc2'; BatchNormalization 'bn3' backward into Gemm 'fc3'")
+
+
 def test_pyproject_severity_override_changes_exit_code(tmp_path):
     bn009, classic = copy_models(tmp_path, BN009_SAMPLE, CLASSIC)
-    write_pyproject(tmp_path, '[tool.bnfold.lint]\nseverity = {BN009 = "info"}\n')
+    default = lint(bn009)
+    assert default.exit_code == 0, default.output  # BN009 is info by default, default fail-on is warning
+    assert f"{bn009}:bn1: BN009 [info] " in default.stdout
+    write_pyproject(tmp_path, '[tool.bnfold.lint]\nseverity = {BN009 = "warning"}\n')
     result = lint(bn009)
-    assert result.exit_code == 0, result.output  # only info findings left, default fail-on is warning
-    assert f"{bn009}:bn1: BN009 [info] " in result.stdout
-    assert f"{bn009}:bn2: BN009 [info] " in result.stdout
-    assert lint("--fail-on", "info", bn009).exit_code == 1
+    assert result.exit_code == 1, result.output
+    assert f"{bn009}:bn1: BN009 [warning] 2 BatchNormalization are foldable but still in the model: " \
+        "BatchNormalization 'bn1' backward into Conv 'conv1'; BatchNormalization 'bn2' backward into Conv 'conv2'\n" \
+        in result.stdout
+    assert result.stdout.splitlines()[-1] == "Found 1 finding (0 errors, 1 warning, 0 infos) in 1 of 1 file."
+    assert lint("--fail-on", "error", bn009).exit_code == 0
     document = lint_json(classic)
-    assert {f["severity"] for f in document["findings"] if f["code"] == "BN009"} == {"info"}
-    assert lint(classic).exit_code == 1  # BN001/BN002 are still warnings
+    assert {(f["code"], f["severity"]) for f in document["findings"]} == \
+        {("BN001", "warning"), ("BN002", "warning"), ("BN009", "warning")}
+    # downgrading: only info findings left exits 0; a code not overridden keeps its severity
+    write_pyproject(tmp_path, '[tool.bnfold.lint]\nseverity = {BN001 = "info", BN002 = "info"}\n')
+    assert lint(classic).exit_code == 0
+    assert {f["severity"] for f in lint_json(classic)["findings"]} == {"info"}
+    write_pyproject(tmp_path, '[tool.bnfold.lint]\nseverity = {BN001 = "info"}\n')
+    assert lint(classic).exit_code == 1  # BN002 is still a warning
 
 
 def test_pyproject_placement_before(tmp_path):
@@ -600,7 +635,21 @@ def test_node_metadata_ignore_on_another_node_hides_nothing_else(tmp_path):
 
 def test_node_metadata_ignore_list(tmp_path):
     model = _with_metadata(CLASSIC, tmp_path / "classic_mlp.onnx", "bn3", "BN002, bn009")
-    assert pairs(lint_json("--isolated", model)) == CLASSIC_FINDINGS - {("BN002", "bn3"), ("BN009", "bn3")}
+    document = lint_json("--isolated", model)
+    assert pairs(document) == CLASSIC_FINDINGS - {("BN002", "bn3")}
+    # the model's one BN009 no longer counts bn3
+    (bn009,) = [f for f in document["findings"] if f["code"] == "BN009"]
+    assert bn009["message"] == ("2 BatchNormalization are foldable but still in the model: BatchNormalization 'bn1' "
+                                "backward into Gemm 'fc1'; BatchNormalization 'bn2' backward into Gemm 'fc2'")
+
+
+def test_node_metadata_ignore_on_the_first_bn_moves_the_model_finding(tmp_path):
+    model = _with_metadata(CLASSIC, tmp_path / "classic_mlp.onnx", "bn1", "BN009")
+    document = lint_json("--isolated", model)
+    assert pairs(document) == CLASSIC_FINDINGS - {("BN009", "bn1")} | {("BN009", "bn2")}
+    (bn009,) = [f for f in document["findings"] if f["code"] == "BN009"]
+    assert bn009["message"] == ("2 BatchNormalization are foldable but still in the model: BatchNormalization 'bn2' "
+                                "backward into Gemm 'fc2'; BatchNormalization 'bn3' backward into Gemm 'fc3'")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -616,17 +665,17 @@ def test_baseline_round_trip(tmp_path, monkeypatch):
     assert written.exit_code == 0, written.output  # findings, but writing the baseline succeeds
     data = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert data["version"] == 1
-    assert len(data["findings"]) == 9
+    assert len(data["findings"]) == 7
     assert {(e["code"], e["path"], e["node"]) for e in data["findings"]} == (
         {(code, "models/classic_mlp.onnx", node) for code, node in CLASSIC_FINDINGS}
         | {("BN001", "models/bn001_redundant_bias.onnx", "conv1"), ("BN009", "models/bn001_redundant_bias.onnx", "bn1")}
     )
-    assert "9" in written.stderr and "b.json" in written.stderr
+    assert "7" in written.stderr and "b.json" in written.stderr
 
     same = lint("--isolated", "--baseline", "b.json", "models")
     assert same.exit_code == 0, same.output
     assert "All checks passed (2 files)." in same.stdout
-    assert "9 findings hidden by baseline" in same.stderr
+    assert "7 findings hidden by baseline" in same.stderr
 
     copy_models(models / "new", BN006_SAMPLE)
     grown = lint("--isolated", "--format", "json", "--baseline", "b.json", "models")
@@ -634,7 +683,7 @@ def test_baseline_round_trip(tmp_path, monkeypatch):
     document = json.loads(grown.stdout)
     assert [(f["code"], f["node"], Path(f["path"]).name) for f in document["findings"]] == \
         [("BN006", "bn1", "bn006_batchnorm_in_training_mode.onnx")]
-    assert "9 findings hidden" in grown.stderr
+    assert "7 findings hidden" in grown.stderr
 
 
 def test_baseline_from_another_cwd(tmp_path, monkeypatch):
@@ -649,7 +698,7 @@ def test_baseline_from_another_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     relative = lint("--isolated", "--baseline", "../../project/ci/baseline.json", "../../project/models")
     assert relative.exit_code == 0, relative.output
-    assert "7 findings hidden" in relative.stderr
+    assert "5 findings hidden" in relative.stderr
     absolute = lint("--isolated", "--baseline", project / "ci" / "baseline.json",
                     project / "models" / "classic_mlp.onnx")
     assert absolute.exit_code == 0, absolute.output

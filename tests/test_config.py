@@ -215,7 +215,8 @@ def test_all_kebab_keys(tmp_path):
         per_file_ignores={"legacy/*.onnx": ["BN001", "BN003"]}, per_node_ignores={"stem*": ["BN011"]},
         severity={"BN009": "error", "BN004": "warning"}, placement="after", min_normalized_fraction=0.75,
         fail_on="warning", root=tmp_path.resolve(), source=tmp_path / "pyproject.toml")
-    assert config.options() == LintOptions(placement="after", min_normalized_fraction=0.75)
+    assert config.options() == LintOptions(placement="after", min_normalized_fraction=0.75,
+                                           per_node_ignores={"stem*": ["BN011"]})
     assert Config().options() == LintOptions()
 
 

@@ -415,3 +415,62 @@ def test_ultraface_heads_and_extras_are_not_missing_batchnorm(name):
     from bnfold.lint import lint_model
 
     assert [f for f in lint_model(load_model(ULTRAFACE / name), name) if f.code == "BN003"] == []
+
+
+# --------------------------------------------------------------------------------------------------------
+# lint: every finding on the corpus, pinned (each read against the graph: all are ones a reviewer acts on)
+
+_UF_RFB = [("BN009", "246"), ("BN012", "246")]  # 35 unfolded BN, parameters kept as inputs: one finding each
+_UF_SLIM = [("BN009", "186"), ("BN012", "186")]  # 25 of them
+CORPUS_LINT = {
+    "onnx-node/test_batchnorm_epsilon/model.onnx": [],  # statistics fed as graph inputs: no BN011
+    "onnx-node/test_batchnorm_epsilon_training_mode/model.onnx": [("BN006", "y")],
+    "onnx-node/test_batchnorm_example/model.onnx": [],
+    "onnx-node/test_batchnorm_example_training_mode/model.onnx": [("BN006", "y")],
+    "ort-fusion/fuse-conv-bn-add-mul-float16.onnx": [("BN009", "NORMALIZED")],
+    "ort-fusion/fuse-conv-bn-mul-add-unsqueeze-no-bias.onnx": [("BN009", "conv1/bn_1")],
+    "ort-fusion/fuse-conv-bn-mul-add-unsqueeze.negative_axes.onnx": [
+        ("BN001", "4d83d4ff-99c9-4ed6-a3f0-ff9c4f860ff7"), ("BN009", "7046c678-03a7-4893-8752-3777d4db12d7")],
+    "ort-fusion/fuse-conv-bn-mul-add-unsqueeze.onnx": [
+        ("BN001", "4d83d4ff-99c9-4ed6-a3f0-ff9c4f860ff7"), ("BN009", "7046c678-03a7-4893-8752-3777d4db12d7")],
+    "ort-fusion/fuse-conv-bn-no-bias.onnx": [("BN009", "conv1/bn_1")],
+    "ort-fusion/fuse-matmul-bn-directly-dont-fuse.onnx": [],
+    "ort-fusion/fuse-matmul-bn-directly.onnx": [("BN009", "output")],
+    "ort-fusion/fuse-matmul-bn-non-ignorable-node.onnx": [("BN009", "bn_output")],
+    "ort-fusion/fuse-matmul-bn-only-reshape.onnx": [],
+    "ort-fusion/fuse-matmul-bn-only-transpose.onnx": [],
+    "ort-fusion/fuse-matmul-bn-with-reshape.onnx": [("BN009", "bn_output")],
+    "ultraface/version-RFB-320.onnx": _UF_RFB,
+    "ultraface/version-RFB-320_simplified.onnx": [],
+    "ultraface/version-RFB-320_without_postprocessing.onnx": _UF_RFB,
+    "ultraface/version-RFB-640.onnx": _UF_RFB,
+    "ultraface/version-slim-320.onnx": _UF_SLIM,
+    "ultraface/version-slim-320_simplified.onnx": [],
+    "ultraface/version-slim-320_without_postprocessing.onnx": _UF_SLIM,
+}
+
+
+@needs_corpus
+def test_the_lint_table_covers_the_corpus():
+    assert sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*.onnx")) == sorted(CORPUS_LINT)
+
+
+@needs_corpus
+@pytest.mark.parametrize("name", sorted(CORPUS_LINT))
+def test_corpus_lint_findings(name):
+    from bnfold.lint import lint_model
+
+    assert [(f.code, f.node) for f in lint_model(load_model(CORPUS / name), name)] == CORPUS_LINT[name]
+
+
+@needs_corpus
+def test_ultraface_messages_name_the_pytorch_modules_not_the_output_numbers():
+    from bnfold.lint import lint_model
+
+    bn009, bn012 = lint_model(load_model(ULTRAFACE / "version-RFB-320.onnx"), "m.onnx")
+    assert bn009.message == (
+        "35 BatchNormalization are foldable but still in the model: BatchNormalization 'base_net.0.1' backward "
+        "into Conv 'base_net.0.0'; BatchNormalization 'base_net.1.1' backward into Conv 'base_net.1.0'; "
+        "BatchNormalization 'base_net.1.4' backward into Conv 'base_net.1.3'; and 32 more")
+    assert bn012.message.startswith("35 BatchNormalization read initializers that are also graph inputs")
+    assert bn012.fix.startswith("re-export without keep_initializers_as_inputs=True")

@@ -513,8 +513,12 @@ def test_bn008_inf_beta():
 # BN009 unfolded-batchnorm
 
 
-def test_bn009_sample():
-    assert pairs(lint_sample("bn009_unfolded_batchnorm.onnx", "BN009")) == [("BN009", "bn1"), ("BN009", "bn2")]
+def test_bn009_sample_is_one_finding_that_counts_the_foldable_batchnorms():
+    found = lint_sample("bn009_unfolded_batchnorm.onnx", "BN009")
+    assert pairs(found) == [("BN009", "bn1")]
+    assert found[0].severity == "info"
+    assert found[0].message == ("2 BatchNormalization are foldable but still in the model: BatchNormalization "
+                                "'bn1' backward into Conv 'conv1'; BatchNormalization 'bn2' backward into Conv 'conv2'")
 
 
 def test_bn009_silent_after_fold():
@@ -706,6 +710,131 @@ def test_bn012_silent_on_bn_after_add_of_two_model_inputs():
     assert pairs(lint_proto(_finish(gb, t), "BN012")) == []
 
 
+def _two_conv_bn_blocks(producer: str = "bnfold-tests", **model_kwargs) -> onnx.ModelProto:
+    rng = make_rng(23)
+    gb = GraphBuilder()
+    t = _act(gb, "Relu", _bn(gb, rng, _conv(gb, rng, _image_input(gb), 3, 4, "conv1"), 4, "bn1"), "relu1")
+    t = _act(gb, "Relu", _bn(gb, rng, _conv(gb, rng, t, 4, 4, "conv2"), 4, "bn2"), "relu2")
+    proto = _finish(gb, t, **model_kwargs)
+    proto.producer_name = producer
+    return proto
+
+
+@pytest.mark.parametrize("producer, fix", [
+    ("pytorch", "re-export without keep_initializers_as_inputs=True, or drop these initializers from graph.input "
+                "(onnxruntime's tools/python/remove_initializer_from_input.py)"),
+    ("bnfold-tests", "drop these initializers from graph.input "
+                     "(onnxruntime's tools/python/remove_initializer_from_input.py)")])
+def test_bn012_is_one_finding_per_model_and_its_fix_speaks_the_exporter(producer, fix):
+    found = lint_proto(_two_conv_bn_blocks(producer, initializers_as_inputs=True), "BN012")
+    assert pairs(found) == [("BN012", "bn1")]
+    assert found[0].message == (
+        "2 BatchNormalization read initializers that are also graph inputs, which a caller may override, so "
+        "runtimes cannot fold or constant-fold them: BatchNormalization 'bn1' ('bn1_scale' and 4 more); "
+        "BatchNormalization 'bn2' ('bn2_scale' and 4 more)")
+    assert found[0].fix == fix
+
+
+def test_bn012_and_bn011_on_statistics_that_are_plain_graph_inputs():
+    # parameters fed at run time (no initializer): nothing can be overridden, and nothing was learned
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2, 3] x, float[3] s, float[3] b, float[3] m, float[3] v) => (float[2, 3] y)
+        {
+            n = BatchNormalization (x, s, b, m, v)
+            y = Relu (n)
+        }""")
+    proto.graph.node[0].name = "bn"
+    assert lint_proto(proto) == []
+
+
+# ========================================================================================================
+# BatchNormalization decomposed by TensorFlow (tf2onnx's Mul/Add in a .../batchnorm/ scope)
+
+
+def _decomposed(body: str, names: list[str], inputs: str = "float[1, 3] x") -> ir.Model:
+    proto = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 17], producer_name: "tf2onnx">
+        g ({inputs}) => (float[1, 3] y)
+        <float[3, 3] w = {{1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0}}, float[3] s = {{0.9, 1.1, 1.2}},
+         float[3] t = {{0.3, -0.3, 0.1}}, float[3] s2 = {{0.5, 0.6, 0.7}}, float[3] t2 = {{0.0, 0.1, 0.2}}>
+        {{
+            {body}
+        }}""")
+    for node, name in zip(proto.graph.node, names, strict=True):
+        node.name = name
+    return ir.from_proto(proto)
+
+
+def test_bn011_and_bn010_on_decomposed_batchnorms():
+    model = _decomposed("p = Mul (x, s)\n q = Add (p, t)\n p2 = Mul (q, s2)\n q2 = Add (p2, t2)\n y = Relu (q2)",
+                        ["m/bn/batchnorm/mul_1", "m/bn/batchnorm/add_1", "m/bn_1/batchnorm/mul_1",
+                         "m/bn_1/batchnorm/add_1", "m/act/Relu"])
+    found = lint_model(model, "m.onnx", codes=frozenset({"BN010", "BN011"}))
+    assert [(f.code, f.node, f.keras_layer) for f in found] == [
+        ("BN010", "m/bn_1/batchnorm/mul_1", "bn_1"), ("BN011", "m/bn/batchnorm/mul_1", "bn")]
+    assert found[0].message == ("BatchNormalization 'm/bn_1' (exported as Mul+Add from 'm/bn_1/batchnorm/mul_1') "
+                                "normalizes the output of BatchNormalization 'm/bn' (exported as Mul+Add from "
+                                "'m/bn/batchnorm/mul_1') directly")
+
+
+def test_bn005_on_a_decomposed_batchnorm():
+    model = _decomposed("h = MatMul (x, w)\n d = Dropout (h)\n p = Mul (d, s)\n q = Add (p, t)\n y = Relu (q)",
+                        ["m/dense/MatMul", "m/dropout/Dropout", "m/bn/batchnorm/mul_1", "m/bn/batchnorm/add_1",
+                         "m/act/Relu"])
+    assert pairs(lint_model(model, "m.onnx", codes=frozenset({"BN005"}))) == [("BN005", "m/bn/batchnorm/mul_1")]
+
+
+def test_bn008_on_a_decomposed_batchnorm_with_a_non_finite_scale():
+    model = _decomposed("h = MatMul (x, w)\n p = Mul (h, s)\n q = Add (p, t)\n y = Relu (q)",
+                        ["m/dense/MatMul", "m/bn/batchnorm/mul_1", "m/bn/batchnorm/add_1", "m/act/Relu"])
+    model.graph.initializers["s"].const_value = ir.tensor(np.array([0.9, np.inf, 1.2], np.float32), name="s")
+    found = lint_model(model, "m.onnx", codes=frozenset({"BN008"}))
+    assert [(f.code, f.message) for f in found] == [
+        ("BN008", "BatchNormalization 'm/bn' (exported as Mul+Add from 'm/bn/batchnorm/mul_1') has 1 non-finite "
+                  "value(s) in its Mul 'm/bn/batchnorm/mul_1': onnxruntime returns NaN for those channels")]
+
+
+# ========================================================================================================
+# BN006 per model
+
+
+@pytest.mark.parametrize("producer, fix", [
+    ("pytorch", "export in inference mode: model.eval() before torch.onnx.export (or training=TrainingMode.EVAL)"),
+    ("tf2onnx", "export in inference mode: convert with training=False and no training=True in BN calls")])
+def test_bn006_is_one_finding_for_an_export_in_training_mode(producer, fix):
+    proto = _two_conv_bn_blocks(producer)
+    for node in proto.graph.node:
+        if node.op_type == "BatchNormalization":
+            node.attribute.append(onnx.helper.make_attribute("training_mode", 1))
+    found = lint_proto(proto, "BN006")
+    assert [(f.code, f.node, f.severity) for f in found] == [("BN006", "bn1", "error")]
+    assert found[0].message == (
+        "2 BatchNormalization are in training mode, normalizing with the statistics of each batch (a sample's "
+        "output depends on the rest of its batch): BatchNormalization 'bn1' (training_mode=1); "
+        "BatchNormalization 'bn2' (training_mode=1)")
+    assert found[0].fix == fix
+
+
+# ========================================================================================================
+# names people recognise
+
+
+def test_an_unnamed_node_is_named_by_the_module_path_of_its_weights():
+    # PyTorch 1.x names no node: the message says what the weights say, the location stays the output name
+    proto = _two_conv_bn_blocks("pytorch")
+    renames = {"conv1_W": "features.0.weight", "conv1": "", "bn1": ""}
+    for init in proto.graph.initializer:
+        init.name = renames.get(init.name, init.name)
+    for node in proto.graph.node:
+        node.input[:] = [renames.get(i, i) for i in node.input]
+        node.name = renames.get(node.name, node.name)
+    bn1 = next(f for f in lint_proto(proto, "BN009"))
+    assert bn1.node == proto.graph.node[1].output[0]
+    assert bn1.message.startswith(f"2 BatchNormalization are foldable but still in the model: BatchNormalization "
+                                  f"'{proto.graph.node[1].output[0]}' backward into Conv 'features.0'; ")
+
+
 # ========================================================================================================
 # shared behaviour: suppression, Keras layer names, messages, node labels
 
@@ -728,9 +857,8 @@ def _two_biased_conv_blocks(ignore_on: str | None, ignore: str = "BN001") -> onn
 
 def test_ignore_metadata_suppresses_only_that_code_on_that_node():
     assert pairs(lint_proto(_two_biased_conv_blocks(None))) == [
-        ("BN001", "conv1"), ("BN001", "conv2"), ("BN009", "bn1"), ("BN009", "bn2")]
-    assert pairs(lint_proto(_two_biased_conv_blocks("conv1"))) == [
-        ("BN001", "conv2"), ("BN009", "bn1"), ("BN009", "bn2")]
+        ("BN001", "conv1"), ("BN001", "conv2"), ("BN009", "bn1")]
+    assert pairs(lint_proto(_two_biased_conv_blocks("conv1"))) == [("BN001", "conv2"), ("BN009", "bn1")]
 
 
 def test_ignore_metadata_on_another_code_does_not_suppress_bn001():
@@ -740,8 +868,10 @@ def test_ignore_metadata_on_another_code_does_not_suppress_bn001():
 
 @pytest.mark.parametrize("ignore", ["BN009", "bn009", "BN001, BN009", "BN00", "ALL"])
 def test_ignore_metadata_lists_prefixes_and_all(ignore):
+    # the per-model BN009 counts only the BatchNormalizations that do not ignore it
     findings = lint_proto(_two_biased_conv_blocks("bn1", ignore=ignore), "BN009")
     assert pairs(findings) == [("BN009", "bn2")]
+    assert findings[0].message.startswith("1 BatchNormalization is foldable but still in the model: ")
 
 
 def test_keras_layer_metadata_shows_up_in_findings():
@@ -751,8 +881,7 @@ def test_keras_layer_metadata_shows_up_in_findings():
             entry = node.metadata_props.add()
             entry.key, entry.value = KERAS_LAYER_KEY, f"keras_{node.name}"
     layers = {(f.code, f.node): f.keras_layer for f in lint_proto(model)}
-    assert layers == {("BN001", "conv1"): "keras_conv1", ("BN001", "conv2"): None,
-                      ("BN009", "bn1"): None, ("BN009", "bn2"): "keras_bn2"}
+    assert layers == {("BN001", "conv1"): "keras_conv1", ("BN001", "conv2"): None, ("BN009", "bn1"): None}
 
 
 def test_classic_mlp_findings_carry_keras_layer_names():
@@ -760,8 +889,7 @@ def test_classic_mlp_findings_carry_keras_layer_names():
     assert layers == [
         ("BN001", "fc1", "dense"), ("BN001", "fc2", "dense_1"), ("BN001", "fc3", "dense_2"),
         ("BN002", "bn3", "batch_normalization_2"),
-        ("BN009", "bn1", "batch_normalization"), ("BN009", "bn2", "batch_normalization_1"),
-        ("BN009", "bn3", "batch_normalization_2"),
+        ("BN009", "bn1", None),  # one finding for the three: no one layer's name
     ]
 
 

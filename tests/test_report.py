@@ -96,14 +96,14 @@ def test_text_exact(findings):
         "models/a.onnx:conv1: BN001 [warning] Conv 'conv1' has a bias B that BatchNormalization 'bn1' cancels"
         " (Keras layer 'dense_1')\n"
         "  fix: drop the bias (Keras: use_bias=False); `bnfold fold` also removes it\n"
-        "models/a.onnx:bn1: BN009 [warning] BatchNormalization 'bn1' can be folded\n"
+        "models/a.onnx:bn1: BN009 [info] BatchNormalization 'bn1' can be folded\n"
         "  fix: run `bnfold fold`\n"
         "models/b.onnx:[graph loop_body] bn|2: BN006 [error] training_mode=1 in an inference graph\n"
         "  fix: set training_mode=0\n"
         "models/b.onnx:gemm: BN001 [warning] Gemm 'gemm' has a bias C\n"
         "  fix: drop the bias\n"
         "\n"
-        "Found 4 findings (1 error, 3 warnings, 0 infos) in 2 of 3 files.\n"
+        "Found 4 findings (1 error, 2 warnings, 1 info) in 2 of 3 files.\n"
     )
 
 
@@ -115,9 +115,9 @@ def test_text_statistics_sorted_by_count_then_code(findings):
         "  2  BN001  redundant-bias-before-batchnorm   [warning]\n"
         "  2  BN004  inconsistent-batchnorm-placement  [info]\n"
         "  1  BN006  batchnorm-in-training-mode        [error]\n"
-        "  1  BN009  unfolded-batchnorm                [warning]\n"
+        "  1  BN009  unfolded-batchnorm                [info]\n"
         "\n"
-        "Found 6 findings (1 error, 3 warnings, 2 infos) in 2 of 3 files.\n"
+        "Found 6 findings (1 error, 2 warnings, 3 infos) in 2 of 3 files.\n"
     )
 
 
@@ -148,7 +148,7 @@ def test_json_schema_and_round_trip(findings):
     assert list(doc) == ["version", "tool", "tool_version", "files", "summary", "findings"]
     assert doc["tool_version"] == __version__
     assert doc["files"] == FILES
-    assert doc["summary"] == {"findings": 4, "error": 1, "warning": 3, "info": 0}
+    assert doc["summary"] == {"findings": 4, "error": 1, "warning": 2, "info": 1}
     assert list(doc["summary"]) == ["findings", "error", "warning", "info"]
     assert doc["findings"] == [f.to_json() for f in findings]
     assert list(doc["findings"][0]) == [field.name for field in dataclasses.fields(Finding)]
@@ -175,7 +175,7 @@ def test_github_exact(findings):
     assert render(findings + [info], "github", rules=RULES, files=FILES) == (
         "::warning file=models/a.onnx,line=1,title=BN001 redundant-bias-before-batchnorm::conv1: Conv 'conv1' has"
         " a bias B that BatchNormalization 'bn1' cancels (Keras layer 'dense_1')\n"
-        "::warning file=models/a.onnx,line=1,title=BN009 unfolded-batchnorm::bn1: BatchNormalization 'bn1' can be"
+        "::notice file=models/a.onnx,line=1,title=BN009 unfolded-batchnorm::bn1: BatchNormalization 'bn1' can be"
         " folded\n"
         "::error file=models/b.onnx,line=1,title=BN006 batchnorm-in-training-mode::[graph loop_body] bn|2:"
         " training_mode=1 in an inference graph\n"
@@ -212,11 +212,11 @@ def test_markdown_exact(findings):
     assert render(findings[1:3], "markdown", rules=RULES, files=FILES) == (
         "### bnfold lint\n"
         "\n"
-        "Found 2 findings (1 error, 1 warning, 0 infos) in 2 of 3 models.\n"
+        "Found 2 findings (1 error, 0 warnings, 1 info) in 2 of 3 models.\n"
         "\n"
         "| Severity | Code | Model | Node | Message | Fix |\n"
         "| --- | --- | --- | --- | --- | --- |\n"
-        f"| warning | [BN009]({link}BN009-unfolded-batchnorm.md) | `models/a.onnx` | `bn1` |"
+        f"| info | [BN009]({link}BN009-unfolded-batchnorm.md) | `models/a.onnx` | `bn1` |"
         " BatchNormalization 'bn1' can be folded | run `bnfold fold` |\n"
         f"| error | [BN006]({link}BN006-batchnorm-in-training-mode.md) | `models/b.onnx` |"
         " `bn\\|2` (graph `loop_body`) | training_mode=1 in an inference graph | set training_mode=0 |\n"
@@ -231,7 +231,7 @@ def test_markdown_statistics(findings):
         f"| 2 | [BN001]({DOCS_URL}BN001-redundant-bias-before-batchnorm.md) | redundant-bias-before-batchnorm |"
         " warning |\n"
         f"| 1 | [BN006]({DOCS_URL}BN006-batchnorm-in-training-mode.md) | batchnorm-in-training-mode | error |\n"
-        f"| 1 | [BN009]({DOCS_URL}BN009-unfolded-batchnorm.md) | unfolded-batchnorm | warning |\n"
+        f"| 1 | [BN009]({DOCS_URL}BN009-unfolded-batchnorm.md) | unfolded-batchnorm | info |\n"
     )
 
 

@@ -36,20 +36,15 @@ def test_seed_mlp_findings_name_its_keras_layers(tmp_path, sample, model, trace)
         ("BN001", f"{model}/dense_2{trace}/MatMul", "dense_2"),
         ("BN001", f"{model}/dense_out{trace}/MatMul", "dense_out"),
         ("BN002", f"{model}/bn_out{trace}/batchnorm/mul_1", "bn_out"),
-        # TensorFlow writes a Dense's BN as Mul/Add: bnfold fold folds them into the MatMul
-        ("BN009", f"{model}/bn_1{trace}/batchnorm/mul_1", "bn_1"),
-        ("BN009", f"{model}/bn_2{trace}/batchnorm/mul_1", "bn_2"),
-        ("BN009", f"{model}/bn_out{trace}/batchnorm/mul_1", "bn_out"),
+        # TensorFlow writes a Dense's BN as Mul/Add: bnfold fold folds all three into their MatMul
+        ("BN009", f"{model}/bn_1{trace}/batchnorm/mul_1", None),
     ]
 
 
 def test_clean_model_exports_with_only_its_unfolded_batchnorms(tmp_path):
     # the conversion keeps tf_keras' Conv BNs as nodes (so `bnfold fold` reports each): BN009 says fold them;
     # Keras 3's are merged into the Conv weights by TensorFlow already
-    assert exported_findings(tmp_path, "clean.h5") == [
-        ("BN009", "clean/batch_normalization/FusedBatchNormV3", "batch_normalization"),
-        ("BN009", "clean/batch_normalization_1/FusedBatchNormV3", "batch_normalization_1"),
-    ]
+    assert exported_findings(tmp_path, "clean.h5") == [("BN009", "clean/batch_normalization/FusedBatchNormV3", None)]
     assert exported_findings(tmp_path, "clean.keras") == []
 
 

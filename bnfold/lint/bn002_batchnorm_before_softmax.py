@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bnfold.fold.analysis import node_label
 from bnfold.lint.context import SOFTMAX, LintContext, downstream, is_op
 from bnfold.lint.finding import WARNING, RuleInfo
 
@@ -16,7 +15,7 @@ def check(ctx: LintContext):
             if is_op(consumer, SOFTMAX):
                 yield ctx.finding(
                     RULE, bn.graph, bn.node,
-                    f"{ctx.bn_label(bn)} feeds {consumer.op_type} '{node_label(consumer)}': "
+                    f"{ctx.bn_label(bn)} feeds {ctx.layer_label(consumer)}: "
                     "the output logits are re-centred and re-scaled per batch statistics",
                     "remove this BatchNormalization: let the last linear layer produce the logits directly",
                 )

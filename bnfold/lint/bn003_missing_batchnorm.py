@@ -8,7 +8,6 @@ Mul/Add counts as normalized."""
 
 from __future__ import annotations
 
-from bnfold.fold.analysis import node_label
 from bnfold.lint.blocks import BN, activation_after, is_bias_add, is_layer
 from bnfold.lint.context import ACTIVATIONS, LAYOUT_NEUTRAL, SOFTMAX, LintContext, downstream, is_op, \
     reaches_graph_output
@@ -104,7 +103,7 @@ def check(ctx: LintContext):
             activation = activation_after(layer, ctx.consts)[0]
             yield ctx.finding(
                 RULE, graph, layer,
-                f"{layer.op_type} '{node_label(layer)}' -> {activation.op_type} '{node_label(activation)}' has no "
+                f"{ctx.layer_label(layer)} -> {ctx.layer_label(activation)} has no "
                 f"BatchNormalization, while {len(normalized)} of the model's {len(blocks)} comparable blocks have "
                 "one (not counted: SE gates, heads, blocks after the last BatchNormalization)",
                 "add BatchNormalization after the activation, as the model's other blocks have it" if after else

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bnfold.fold.analysis import node_label
 from bnfold.lint.context import LintContext, is_op
 from bnfold.lint.finding import WARNING, RuleInfo
 
@@ -23,12 +22,12 @@ def _dropout_above(value):
 
 
 def check(ctx: LintContext):
-    for graph, bn in ctx.batchnorms:
-        dropout = _dropout_above(bn.inputs[0])
+    for bn in ctx.batchnorm_forms:
+        dropout = _dropout_above(bn.input)
         if dropout is not None:
             yield ctx.finding(
-                RULE, graph, bn,
-                f"Dropout '{node_label(dropout)}' feeds BatchNormalization '{node_label(bn)}': the moving variance "
-                "is learned with dropout's extra variance, which is gone at inference",
+                RULE, bn.graph, bn.node,
+                f"{ctx.layer_label(dropout)} feeds {ctx.bn_label(bn)}: the moving variance is learned with "
+                "dropout's extra variance, which is gone at inference",
                 "move the Dropout after the last BatchNormalization (or drop it)",
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnfold.fold.analysis import node_label
 from bnfold.lint.context import LintContext
 from bnfold.lint.finding import ERROR, RuleInfo
 
@@ -23,11 +22,10 @@ FIX_PYTORCH = ("check that the trained state_dict was loaded before torch.onnx.e
 
 
 def _fix(ctx: LintContext) -> str:
-    """The advice for the framework that made the model: its producer names it."""
-    producer = (ctx.model.producer_name or "").lower()
-    if "pytorch" in producer or producer == "torch":
+    """The advice for the framework that made the model (no producer_name: most likely an old tf2onnx)."""
+    if ctx.framework == "pytorch":
         return FIX_PYTORCH
-    if ctx.from_keras or "tf2onnx" in producer or "keras" in producer or not producer:
+    if ctx.framework == "tensorflow" or not ctx.model.producer_name:
         return FIX_TENSORFLOW
     return "update the moving statistics during training (or load the trained ones), then re-export"
 
@@ -56,7 +54,7 @@ def check(ctx: LintContext):
         if np.all(mean == 0) and np.all(var == 1):
             yield ctx.finding(
                 RULE, graph, bn,
-                f"BatchNormalization '{node_label(bn)}' has moving mean 0 and moving variance 1 in all "
+                f"{ctx.layer_label(bn)} has moving mean 0 and moving variance 1 in all "
                 f"{mean.size} channels, the initial values: inference will not normalize like training did",
                 _fix(ctx),
             )

@@ -33,22 +33,32 @@ def _problems(ctx: LintContext, bn) -> list[str]:
     return problems
 
 
+def _decomposed_problems(ctx: LintContext, bn) -> list[str]:
+    """Non-finite scale/shift values of a BN TensorFlow wrote as Mul/Add (its statistics are baked in)."""
+    problems = []
+    for op in bn.ops:
+        array = next((a for a in map(ctx.consts.array, op.inputs) if a is not None), None)
+        bad = 0 if array is None else int(np.count_nonzero(~np.isfinite(array.astype(np.float64))))
+        if bad:
+            problems.append(f"{bad} non-finite value(s) in its {op.op_type} '{node_label(op)}'")
+    return problems
+
+
 def check(ctx: LintContext):
-    for graph, bn in ctx.batchnorms:
-        problems = _problems(ctx, bn)
+    for bn in ctx.batchnorm_forms:
+        problems = _decomposed_problems(ctx, bn) if bn.decomposed else _problems(ctx, bn.node)
         if problems:
             yield ctx.finding(
-                RULE, graph, bn,
-                f"BatchNormalization '{node_label(bn)}' has {'; '.join(problems)}: onnxruntime returns NaN for "
-                "those channels",
+                RULE, bn.graph, bn.node,
+                f"{ctx.bn_label(bn)} has {'; '.join(problems)}: onnxruntime returns NaN for those channels",
                 "fix or re-export the statistics (a negative variance is never valid)",
             )
             continue
-        decision = ctx.decision(graph, bn)
-        if decision is not None and decision.reason == OVERFLOW:
+        decision = next((d for d in (ctx.decision(bn.graph, op) for op in bn.ops)
+                         if d is not None and d.reason == OVERFLOW), None)
+        if decision is not None:
             yield ctx.finding(
-                RULE, graph, bn,
-                f"BatchNormalization '{node_label(bn)}': {decision.detail}; |gamma|/sqrt(var+eps) is huge "
-                "(a near-zero variance)",
+                RULE, bn.graph, bn.node,
+                f"{ctx.bn_label(bn)}: {decision.detail}; |gamma|/sqrt(var+eps) is huge (a near-zero variance)",
                 "check the channel's variance; keep this BN unfolded or fold in a wider dtype",
             )

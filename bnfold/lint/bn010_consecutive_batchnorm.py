@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from bnfold.fold.analysis import node_label
-from bnfold.lint.blocks import BN
-from bnfold.lint.context import LintContext, is_op, upstream
+from bnfold.lint.context import LintContext, upstream
 from bnfold.lint.finding import WARNING, RuleInfo
 
 RULE = RuleInfo("BN010", "consecutive-batchnorm", WARNING, "BatchNormalization feeds BatchNormalization")
 
 
 def check(ctx: LintContext):
-    for graph, bn in ctx.batchnorms:
-        above = upstream(bn.inputs[0])
-        if is_op(above, BN):
+    by_output = {id(bn.output): bn for bn in ctx.batchnorm_forms}
+    for bn in ctx.batchnorm_forms:
+        above = upstream(bn.input)
+        first = by_output.get(id(above.outputs[0])) if above is not None and above.outputs else None
+        if first is not None:
             yield ctx.finding(
-                RULE, graph, bn,
-                f"BatchNormalization '{node_label(bn)}' normalizes the output of BatchNormalization "
-                f"'{node_label(above)}' directly",
+                RULE, bn.graph, bn.node,
+                f"{ctx.bn_label(bn)} normalizes the output of {ctx.bn_label(first)} directly",
                 "remove one of the two",
             )

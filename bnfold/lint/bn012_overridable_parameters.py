@@ -1,23 +1,28 @@
-"""BN012: BatchNormalization parameters (or the weights before it) are graph inputs that can be overridden."""
+"""BN012: initializers of a BatchNormalization (or of the layer before it) are also graph inputs, so a caller
+may override them and runtimes cannot treat them as constants. One finding per model: one export setting
+(PyTorch's keep_initializers_as_inputs, or IR < 4 habits kept by old exporters) causes it everywhere."""
 
 from __future__ import annotations
 
-from bnfold.fold.analysis import node_label
 from bnfold.lint.context import LINEAR, LintContext, is_op, upstream
 from bnfold.lint.finding import WARNING, RuleInfo
 
 RULE = RuleInfo("BN012", "overridable-batchnorm-parameters", WARNING,
-                "BatchNormalization parameters or the weights before it are graph inputs")
+                "BatchNormalization initializers (or the weights before it) are also graph inputs")
+
+FIX_PYTORCH = ("re-export without keep_initializers_as_inputs=True, or drop these initializers from graph.input "
+               "(onnxruntime's tools/python/remove_initializer_from_input.py)")
+FIX_OTHER = "drop these initializers from graph.input (onnxruntime's tools/python/remove_initializer_from_input.py)"
 
 
-def _layer_parameters(bn) -> list:
-    """The weight/bias inputs of the linear layer feeding `bn`, including a bias Add after a MatMul."""
-    node, extra = upstream(bn.inputs[0]), []
+def _layer_parameters(value) -> list:
+    """The weight/bias inputs of the linear layer feeding `value`, including a bias Add after a MatMul."""
+    node, extra = upstream(value), []
     if is_op(node, frozenset({"Add"})):
-        for value in node.inputs:
-            producer = upstream(value) if value is not None else None
+        for operand in node.inputs:
+            producer = upstream(operand) if operand is not None else None
             if is_op(producer, LINEAR):
-                node, extra = producer, [v for v in node.inputs if v is not value]
+                node, extra = producer, [v for v in node.inputs if v is not operand]
                 break
     if not is_op(node, LINEAR):
         return []
@@ -25,16 +30,18 @@ def _layer_parameters(bn) -> list:
 
 
 def check(ctx: LintContext):
-    for graph, bn in ctx.batchnorms:
-        params = [v for v in bn.inputs[1:5] if v is not None and v.is_graph_input()]
-        params += [v for v in _layer_parameters(bn) if v.is_graph_input()]
-        if ctx.model.ir_version < 4:
-            params = [v for v in params if not v.is_initializer()]
+    if ctx.model.ir_version < 4:  # IR < 4 had to list every initializer as an input: no override meant
+        return
+    overridable = []
+    for bn in ctx.batchnorm_forms:
+        own = [v for op in bn.ops for v in op.inputs[1:] if v is not None and v is not bn.input]
+        # a plain graph input (no initializer) is a run-time value by design: fold reports it, not this rule
+        params = [v for v in (*own, *_layer_parameters(bn.input)) if v.is_graph_input() and v.is_initializer()]
         if params:
-            names = ", ".join(f"'{v.name}'" for v in params[:4]) + (" ..." if len(params) > 4 else "")
-            yield ctx.finding(
-                RULE, graph, bn,
-                f"BatchNormalization '{node_label(bn)}' reads {names} from graph inputs: runtimes treat them "
-                "as values that may change per run, so they cannot fold or constant-fold them",
-                "export without keep_initializers_as_inputs (PyTorch) so parameters are plain initializers",
-            )
+            overridable.append((bn.graph, bn.node, f"{ctx.bn_label(bn)} ('{params[0].name}'"
+                                + (f" and {len(params) - 1} more)" if len(params) > 1 else ")")))
+    yield from ctx.per_model(
+        RULE, overridable,
+        "{n} BatchNormalization {read} initializers that are also graph inputs, which a caller may override, so "
+        "runtimes cannot fold or constant-fold them",
+        FIX_PYTORCH if ctx.framework == "pytorch" else FIX_OTHER)

@@ -6,6 +6,7 @@ IR, with the layer name in node metadata) reuses them unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from functools import cached_property
 
 import onnx_ir as ir
 
+from bnfold.config import node_ignored
 from bnfold.fold import analyze_model
 from bnfold.fold.analysis import node_label
 from bnfold.fold.constants import ConstantResolver
@@ -42,6 +44,8 @@ class LintOptions:
     placement: str | None = None  # "before" | "after": BN004 becomes a preference check
     # BN003 needs this share of the model's linear->activation blocks to be normalized already.
     min_normalized_fraction: float = 0.5
+    # pyproject's per-node-ignores: lint needs them too, so a per-model finding counts only the nodes left
+    per_node_ignores: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +61,17 @@ class LintContext:
     @property
     def keras_format(self) -> str | None:
         return self.model.metadata_props.get(KERAS_FORMAT_KEY)
+
+    @property
+    def framework(self) -> str | None:
+        """"pytorch" or "tensorflow" (tf2onnx, a Keras file) by the model's producer_name, so a fix can speak
+        the exporter's language; None for any other producer."""
+        producer = (self.model.producer_name or "").lower()
+        if "pytorch" in producer or producer == "torch":
+            return "pytorch"
+        if self.from_keras or "tf2onnx" in producer or "keras" in producer:
+            return "tensorflow"
+        return None
 
     @cached_property
     def shapes(self) -> ShapeOracle:
@@ -106,16 +121,44 @@ class LintContext:
         return ignores
 
     def suppressed(self, finding: Finding) -> bool:
-        """Whether the node's `bnfold.ignore` metadata (comma-separated codes or prefixes) covers the finding."""
+        """Whether the node's `bnfold.ignore` metadata (comma-separated codes or prefixes) or a per-node-ignores
+        glob covers the finding."""
         codes = self._node_ignores.get((finding.graph, finding.node), ())
-        return any(code == "ALL" or finding.code.startswith(code) for code in codes)
+        return (any(code == "ALL" or finding.code.startswith(code) for code in codes)
+                or node_ignored(self.options.per_node_ignores, finding.code, finding.node))
 
     def layer_label(self, node: ir.Node) -> str:
         """How a message names the op: its Keras layer ("Dense 'dense_1'") when it came from one."""
         layer, cls = node.metadata_props.get(KERAS_LAYER_KEY), node.metadata_props.get(KERAS_CLASS_KEY)
         if layer and cls:
             return f"{cls} '{layer}'"
-        return f"{node.op_type} '{node_label(node)}'"
+        return f"{node.op_type} '{display_name(node)}'"
+
+    @cached_property
+    def _nodes_by_label(self) -> dict[tuple[str, str], ir.Node]:
+        return {(label, node_label(node)): node for label, node in self.nodes()}
+
+    def label_of(self, graph_label: str, label: str, op_type: str) -> str:
+        """layer_label of the node a fold decision names by its node label."""
+        node = self._nodes_by_label.get((graph_label, label))
+        return self.layer_label(node) if node is not None else f"{op_type} '{label}'"
+
+    def per_model(self, rule: RuleInfo, items: list[tuple[str, ir.Node, str]], what: str, fix: str
+                  ) -> Iterator[Finding]:
+        """One finding for what one export setting causes in many places: `items` are (graph, node, how the
+        message names it); nodes whose `bnfold.ignore` covers the rule drop out, the first one left carries
+        the finding, and the message counts them and names the first three. `what` is a template with {n}
+        and the verb forms {are} and {read}."""
+        kept = [item for item in items if not self.suppressed(self.finding(rule, item[0], item[1], "", fix))]
+        if not kept:
+            return
+        names = "; ".join(label for *_, label in kept[:3]) + (f"; and {len(kept) - 3} more" if len(kept) > 3 else "")
+        graph, node, _ = kept[0]
+        one = len(kept) == 1
+        what = what.format(n=len(kept), are="is" if one else "are", read="reads" if one else "read")
+        found = self.finding(rule, graph, node, f"{what}: {names}", fix)
+        # of several, not the first one's Keras layer: the finding speaks of them all
+        yield found if one else dataclasses.replace(found, keras_layer=None)
 
     def keras_layer(self, node: ir.Node) -> str | None:
         """The Keras layer an op came from: bnfold's own Keras lowering records it; tf2onnx names every op by
@@ -149,6 +192,19 @@ class LintContext:
 
 
 _TRACE_SUFFIX = re.compile(r"_\d+$")
+_PARAMETER = re.compile(r"^(.+)\.(weight|bias|running_mean|running_var)$")
+
+
+def display_name(node: ir.Node) -> str:
+    """The name a person knows the op by: its own; for an unnamed node (PyTorch 1.x exports name none), the
+    module path its parameters carry (`base_net.0.0` from `base_net.0.0.weight`); else its output's name."""
+    if node.name:
+        return node.name
+    for value in node.inputs[1:]:
+        match = _PARAMETER.match(value.name or "") if value is not None and value.producer() is None else None
+        if match:
+            return match.group(1)
+    return node_label(node)
 _KERAS3_READS = ("/Cast/ReadVariableOp", "/convolution/ReadVariableOp")
 
 
