@@ -470,6 +470,16 @@ def bn012_overridable_parameters(b: Builder) -> None:
     b.relu("relu1", b.conv_bn(1, "x", 3, 8), out="y")
 
 
+@sample(seed=123, x=["N", 3, 16, 16], y=["N", 8, 16, 16], lint=True,
+        doc="BN015: bn1's running variance is 1e-4 in channel 5 (a dead channel): folding it into conv1 "
+        "widens the weight's per-tensor range 46x.")
+def bn015_batchnorm_inflates_folded_weight_range(b: Builder) -> None:
+    t = b.conv("conv1", "x", 3, 8, 3)
+    gamma, beta, mean, var = b.bn_stats(8)
+    var[5] = 1e-4
+    b.relu("relu1", b.bn("bn1", t, 8, stats=(gamma, beta, mean, var)), out="y")
+
+
 def build_all(out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     written = []

@@ -250,6 +250,29 @@ def test_report_lists_every_bn(tmp_path):
         assert c["ok"] and 0 <= c["error"] <= c["limit"] == pytest.approx(4 * c["noise"] + 8 * 2.0 ** -23)
 
 
+def test_report_gives_the_range_growth_of_each_fold(tmp_path):
+    # bn1's channel 5 has running variance 1e-4: its scale is ~46x the others' at the weight's largest entry
+    sample = SAMPLES / "lint" / "bn015_batchnorm_inflates_folded_weight_range.onnx"
+    out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
+    result = invoke("fold", sample, out, "--report", report_path)
+    assert result.exit_code == 0, result.output
+    (decision,) = json.loads(report_path.read_text(encoding="utf-8"))["decisions"]
+    assert decision["worst_channel"] == 5
+    assert decision["range_growth"] == pytest.approx(45.85, abs=0.01)
+    assert ("BatchNormalization 'bn1': folded backward into Conv 'conv1' (widens the weight's per-tensor range "
+            "46x, channel 5: quantize it per channel; BN015)") in result.stderr
+    folded = numpy_helper.to_array(next(t for t in onnx.load(out).graph.initializer if t.dims[0] == 8
+                                        and len(t.dims) == 4))
+    original = numpy_helper.to_array(next(t for t in onnx.load(sample).graph.initializer if t.name == "conv1.weight"))
+    scale = np.abs(folded).reshape(8, -1).max(1) / np.abs(original).reshape(8, -1).max(1)
+    # the figure is the folded range over the range a uniform (median) scale would give
+    assert np.abs(folded).max() / (np.median(scale) * np.abs(original).max()) == pytest.approx(45.85, rel=1e-3)
+
+    assert invoke("fold", RESNET, tmp_path / "o.onnx", "--report", tmp_path / "r.json").exit_code == 0
+    growths = [d["range_growth"] for d in json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["decisions"]]
+    assert len(growths) == 5 and all(1 <= g < 2 for g in growths)  # trained-like statistics: a near-uniform fold
+
+
 def test_report_training_mode_bn_is_skipped_and_model_still_written(tmp_path):
     out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
     result = invoke("fold", TRAINING, out, "--report", report_path)

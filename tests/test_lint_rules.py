@@ -836,6 +836,52 @@ def test_an_unnamed_node_is_named_by_the_module_path_of_its_weights():
 
 
 # ========================================================================================================
+# BN015 batchnorm-inflates-folded-weight-range
+
+
+def _conv_bn_variance(var5: float, gamma5: float | None = None, relu_between: bool = False) -> onnx.ModelProto:
+    rng = make_rng(31)
+    gb = GraphBuilder()
+    t = _conv(gb, rng, _image_input(gb), 3, 8, "conv1")
+    if relu_between:
+        t = _act(gb, "Relu", t, "relu0")
+    stats = bn_stats(rng, 8)
+    stats["var"][5] = var5
+    if gamma5 is not None:
+        stats["scale"][5] = gamma5
+    t = gb.bn(t, stats, name="bn1")
+    return _finish(gb, _act(gb, "Relu", t, "relu1"))
+
+
+def test_bn015_on_a_near_zero_variance_channel():
+    (found,) = lint_proto(_conv_bn_variance(1e-4), "BN015")
+    assert (found.code, found.node, found.severity) == ("BN015", "bn1", "warning")
+    assert found.message.startswith("folding BatchNormalization 'bn1' into Conv 'conv1' widens the weight's "
+                                    "per-tensor range ")
+    assert "x (channel 5, running variance 0.0001): per-tensor int8 quantization" in found.message
+
+
+@pytest.mark.parametrize("model", [
+    _conv_bn_variance(0.5),                     # an ordinary spread of variances
+    _conv_bn_variance(1e-4, gamma5=0.0),        # the dead channel pruned by gamma 0
+    _conv_bn_variance(1e-4, relu_between=True),  # not folded: the weight stays as it is
+], ids=["uniform", "gamma-zero", "not-folded"])
+def test_bn015_silent(model):
+    assert lint_proto(model, "BN015") == []
+
+
+def test_bn015_on_a_decomposed_batchnorm():
+    model = _decomposed("h = MatMul (x, w)\n p = Mul (h, s)\n q = Add (p, t)\n y = Relu (q)",
+                        ["m/dense/MatMul", "m/bn/batchnorm/mul_1", "m/bn/batchnorm/add_1", "m/act/Relu"])
+    model.graph.initializers["s"].const_value = ir.tensor(np.array([0.9, 60.0, 1.2], np.float32), name="s")
+    (found,) = lint_model(model, "m.onnx", codes=frozenset({"BN015"}))
+    assert found.message == (
+        "folding BatchNormalization 'm/bn' (exported as Mul+Add from 'm/bn/batchnorm/mul_1') into MatMul "
+        "'m/dense/MatMul' widens the weight's per-tensor range 50x (channel 1): per-tensor int8 quantization "
+        "would give the other channels about 1/50 of their levels")
+
+
+# ========================================================================================================
 # shared behaviour: suppression, Keras layer names, messages, node labels
 
 

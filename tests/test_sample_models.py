@@ -41,6 +41,7 @@ LINT_FILES = [
     "lint/bn010_consecutive_batchnorm.onnx",
     "lint/bn011_batchnorm_on_model_input.onnx",
     "lint/bn012_overridable_parameters.onnx",
+    "lint/bn015_batchnorm_inflates_folded_weight_range.onnx",
 ]
 EXPECTED_FILES += LINT_FILES
 
@@ -67,6 +68,7 @@ EXPECTED_BN_COUNT = {
     "lint/bn010_consecutive_batchnorm.onnx": 2,
     "lint/bn011_batchnorm_on_model_input.onnx": 1,
     "lint/bn012_overridable_parameters.onnx": 1,
+    "lint/bn015_batchnorm_inflates_folded_weight_range.onnx": 1,
 }
 
 # Everything `lint_model` reports (all rules, default options) for each sample, as (code, node) in report
@@ -95,10 +97,13 @@ EXPECTED_LINT = {
     "lint/bn010_consecutive_batchnorm.onnx": [("BN009", "bn1"), ("BN010", "bn2")],
     "lint/bn011_batchnorm_on_model_input.onnx": [("BN009", "bn_input"), ("BN011", "bn_input")],
     "lint/bn012_overridable_parameters.onnx": [("BN009", "bn1"), ("BN012", "bn1")],
+    "lint/bn015_batchnorm_inflates_folded_weight_range.onnx": [("BN009", "bn1"), ("BN015", "bn1")],
 }
 
-# Samples whose statistics are broken on purpose (BN007: untrained 0/1; BN008: a negative variance).
-DEGENERATE_STATS = {"lint/bn007_untrained_statistics.onnx", "lint/bn008_degenerate_statistics.onnx"}
+# Samples whose statistics are odd on purpose (BN007: untrained 0/1; BN008: a negative variance; BN015: a
+# near-zero variance).
+DEGENERATE_STATS = {"lint/bn007_untrained_statistics.onnx", "lint/bn008_degenerate_statistics.onnx",
+                    "lint/bn015_batchnorm_inflates_folded_weight_range.onnx"}
 # The one sample whose output is not finite in onnxruntime (that is the point of BN008).
 NAN_OUTPUT = {"lint/bn008_degenerate_statistics.onnx"}
 
@@ -333,3 +338,34 @@ def test_bn012_sample_lists_bn_parameters_as_inputs():
     assert model.ir_version >= 4
     bn = _bn_nodes(model)[0]
     assert set(bn.input[1:5]) <= {i.name for i in model.graph.input}
+
+
+# Everything lint reports on the real exporters' files (PyTorch TorchScript, keep_initializers_as_inputs,
+# dynamo; tf2onnx from Keras 3 and tf_keras), each read against the graph: every Conv/Gemm there keeps a
+# bias its BN cancels (the export scripts build them so), and nothing was folded yet.
+_RESNETISH_BN001 = [("BN001", "/stem/stem.0/Conv"), ("BN001", "/dw/dw.0/Conv"), ("BN001", "/up/up.0/ConvTranspose"),
+                    ("BN001", "/fc1/Gemm")]
+EXPORT_LINT = {
+    "pytorch/resnetish_dynamo.onnx": [("BN001", "node_conv2d"), ("BN001", "node_conv2d_1"),
+                                      ("BN001", "node_convolution"), ("BN001", "node_linear"),
+                                      ("BN009", "node__native_batch_norm_legit_no_training__0")],
+    "pytorch/resnetish_legacy.onnx": [*_RESNETISH_BN001, ("BN009", "/stem/stem.1/BatchNormalization")],
+    "pytorch/resnetish_legacy_inputs.onnx": [*_RESNETISH_BN001, ("BN009", "/stem/stem.1/BatchNormalization"),
+                                             ("BN012", "/stem/stem.1/BatchNormalization")],
+    "keras/keras3.onnx": [("BN001", "functional_1/separable_conv2d_1/BiasAdd"),
+                          ("BN001", "functional_1/dense_1/MatMul_Gemm__6"),
+                          ("BN009", "functional_1/batch_normalization_1_2/batchnorm/mul_1")],
+    "keras/tf_keras_bn_kept.onnx": [("BN001", "model/separable_conv2d/BiasAdd"),
+                                    ("BN001", "model/dense/MatMul_Gemm__6"),
+                                    ("BN009", "model/batch_normalization/FusedBatchNormV3")],
+}
+
+
+def test_the_export_table_covers_every_exported_sample():
+    shipped = [p for sub in ("pytorch", "keras") for p in (SAMPLES_DIR / sub).glob("*.onnx")]
+    assert sorted(str(p.relative_to(SAMPLES_DIR)) for p in shipped) == sorted(EXPORT_LINT)
+
+
+@pytest.mark.parametrize("name", sorted(EXPORT_LINT))
+def test_export_lint_findings(name):
+    assert [(f.code, f.node) for f in _lint(name)] == EXPORT_LINT[name]

@@ -20,9 +20,14 @@ pytestmark = pytest.mark.skipif(bool(_missing), reason=f"needs {', '.join(_missi
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models" / "keras"
 
 
-def exported_findings(tmp_path: Path, sample: str):
+def _export(tmp_path: Path, sample: str) -> Path:
     out = tmp_path / "export.onnx"
     worker("convert", str(SAMPLES / sample), str(out), "17")
+    return out
+
+
+def exported_findings(tmp_path: Path, sample: str):
+    out = _export(tmp_path, sample)
     return [(f.code, f.node, f.keras_layer) for f in lint_model(load_model(out), str(out))]
 
 
@@ -41,17 +46,48 @@ def test_seed_mlp_findings_name_its_keras_layers(tmp_path, sample, model, trace)
     ]
 
 
-def test_clean_model_exports_with_only_its_unfolded_batchnorms(tmp_path):
-    # the conversion keeps tf_keras' Conv BNs as nodes (so `bnfold fold` reports each): BN009 says fold them;
-    # Keras 3's are merged into the Conv weights by TensorFlow already
-    assert exported_findings(tmp_path, "clean.h5") == [("BN009", "clean/batch_normalization/FusedBatchNormV3", None)]
-    assert exported_findings(tmp_path, "clean.keras") == []
-
-
-@pytest.mark.parametrize("sample", ["untrained_statistics.h5", "untrained_statistics.keras"])
-def test_untrained_dense_bn_written_as_a_lone_mul_is_bn007(tmp_path, sample):
+def test_untrained_dense_bn_written_as_a_lone_mul_is_bn007(tmp_path):
     # gamma 1, mean 0, var 1, beta 0: TensorFlow leaves one Mul by 1/sqrt(1 + 0.001) and drops the zero Add.
     # Keras 3 runs the auto-named layer batch_normalization in scope batch_normalization_1
-    found = exported_findings(tmp_path, sample)
-    assert [(code, layer) for code, _, layer in found] == [("BN007", "batch_normalization"),
-                                                           ("BN009", "batch_normalization")]
+    (bn007, _) = lint_model(load_model(_export(tmp_path, "untrained_statistics.keras")), "m.onnx")
+    assert (bn007.code, bn007.node) == ("BN007", "untrained_statistics_1/batch_normalization_1/batchnorm/mul_1")
+    assert bn007.message.startswith("BatchNormalization 'untrained_statistics_1/batch_normalization_1' (exported as "
+                                    "Mul from 'untrained_statistics_1/batch_normalization_1/batchnorm/mul_1') "
+                                    "multiplies all 32 channels by 1/sqrt(1 + 0.001)")
+
+
+# Every finding on the tf2onnx export of every Keras sample, as (code, Keras layer); each read against the
+# export as a reviewer would. Where the formats differ, Keras 3's conversion let TensorFlow merge the BN of
+# a Conv into its weights (nothing left to fold), and tf_keras kept it as a BatchNormalization node.
+_BN = "batch_normalization"
+PINNED = {
+    "seed_mlp": [("BN001", "dense_1"), ("BN001", "dense_2"), ("BN001", "dense_out"), ("BN002", "bn_out"),
+                 ("BN009", None)],
+    "cnn_bn_after_activation": [],  # both BN after a ReLU, before a padded Conv / the pooling: not foldable
+    "untrained_statistics": [("BN007", _BN), ("BN009", _BN)],
+    "dropout_before_bn": [("BN009", _BN)],  # the export runs inference: its Dropout is gone, and so is BN005
+    "bn_on_input": [("BN009", _BN), ("BN011", _BN)],
+    "wrong_bn_axis": [],  # the per-row Mul/Add is not on the channel axis: nothing folds (BN013 is Keras-only)
+    "pytorch_momentum": {".keras": [], ".h5": [("BN009", _BN)]},  # momentum is gone from an export
+    "training_true": {".keras": [], ".h5": [("BN009", _BN)]},  # tf2onnx writes the moving statistics
+    "clean": {".keras": [], ".h5": [("BN009", None)]},
+}
+
+
+def test_the_table_covers_every_keras_sample():
+    import runpy
+
+    script = runpy.run_path(str(SAMPLES / "make_keras_samples.py"), run_name="make_keras_samples")
+    assert sorted(PINNED) == sorted(script["NAMES"])
+
+
+def pinned(name: str, suffix: str) -> list[tuple[str, str | None]]:
+    entry = PINNED[name]
+    return entry[suffix] if isinstance(entry, dict) else entry
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_every_export_gives_exactly_its_pinned_findings(tmp_path, name, suffix):
+    found = exported_findings(tmp_path, f"{name}{suffix}")
+    assert [(code, layer) for code, _, layer in found] == pinned(name, suffix)

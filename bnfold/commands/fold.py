@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from bnfold.errors import InputError, OutputError, RuntimeUnavailable
+from bnfold.fold.ranges import GROWTH_LIMIT
 from bnfold.fold.result import FOLDED
 
 # What a Keras BatchNormalization becomes in tf2onnx's ONNX (the Transposes around it only borrow its name)
@@ -23,7 +24,10 @@ def _plan_lines(result) -> list[str]:
     for d in result.decisions:
         where = f"[{d.graph}] " if d.graph else ""
         if d.outcome == FOLDED:
-            lines.append(f"  {where}{d.op_type} '{d.node}': {d.detail}")
+            wide = (d.range_growth or 0) >= GROWTH_LIMIT
+            note = (f" (widens the weight's per-tensor range {d.range_growth:.0f}x, channel {d.worst_channel}: "
+                    "quantize it per channel; BN015)" if wide else "")
+            lines.append(f"  {where}{d.op_type} '{d.node}': {d.detail}{note}")
         else:
             lines.append(f"  {where}{d.op_type} '{d.node}': skipped ({d.reason}): {d.detail}")
     return lines

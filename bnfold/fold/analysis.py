@@ -21,6 +21,7 @@ from bnfold.fold.affine import Affine, Refusal, as_affine, compose
 from bnfold.fold.constants import ConstantResolver
 from bnfold.fold.layout import follow_channels, is_identity, is_op
 from bnfold.fold.partners import LINEAR_OPS, Layout, Partner, make_partner
+from bnfold.fold.ranges import range_growth
 from bnfold.fold.shapes import ShapeOracle
 
 PASSTHROUGH_FORWARD = frozenset({"Flatten", "Reshape", "MaxPool", "Identity", "Dropout"})
@@ -336,11 +337,12 @@ def _describe(outcome: str, direction: str | None, partner: Partner | None) -> s
 def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], None] | None = None) -> list[Partner]:
     """Materialize each touched partner's folded weight once, refuse the plans of any that overflow its dtype,
     and hand the others to `write`. Returns the partners whose folds stand."""
-    good, bad = [], {}
+    good, bad, growths = [], {}, {}
     for partner in analysis.partners.values():
         if not partner.touched:
             continue
         weight = partner.folded_weight()
+        growths[id(partner)] = range_growth(partner.weight.array, weight, partner.scales, partner.channel_scales)
         partner.weight.release()
         detail = partner.overflow(weight)
         if detail is None:
@@ -356,6 +358,11 @@ def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], Non
                 decision.outcome, decision.reason, decision.detail = R.SKIPPED, R.OVERFLOW, bad[id(plan.partner)]
                 decision.direction = decision.partner = decision.partner_op = None
     analysis.plans = [plan for plan in analysis.plans if id(plan.partner) not in bad]
+    for plan in analysis.plans:
+        growth = growths.get(id(plan.partner))
+        for decision in plan.decisions if growth is not None else ():
+            decision.range_growth = round(growth.growth, 4)
+            decision.worst_channel = growth.worst_channel
     return good
 
 

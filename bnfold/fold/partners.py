@@ -52,6 +52,8 @@ class Partner:
     # Pending multiplications of the weight, in order: the weight itself is materialized only by weight64(),
     # one partner at a time, so folding a large model never holds a float64 copy of all its weights.
     scales: list[np.ndarray] = field(default_factory=list)
+    # The same scales per BatchNormalization channel (1-D), for the range-growth figures (bnfold.fold.ranges).
+    channel_scales: list[np.ndarray] = field(default_factory=list)
 
     @property
     def op(self) -> str:
@@ -145,6 +147,7 @@ class Partner:
     def fold_backward(self, s: np.ndarray, t: np.ndarray) -> None:
         """Apply y' = s * y + t, s and t along the output channels."""
         self.scales.append(self._out_scale(s))
+        self.channel_scales.append(s)
         self.bias = t if self.bias is None else self.bias * s + t
 
     def fold_forward(self, s: np.ndarray, t: np.ndarray) -> None:
@@ -159,6 +162,7 @@ class Partner:
             shift = t @ w
         del w
         self.scales.append(self._in_scale(s))
+        self.channel_scales.append(s)
         self.bias = shift if self.bias is None else self.bias + shift
 
     def overflow(self, weight: np.ndarray) -> str | None:

@@ -63,6 +63,10 @@ class Decision:
     detail: str = ""
     graph: str = ""
     overridable: bool = False
+    # folded only: how much the fold widened the partner's per-tensor weight range (bnfold.fold.ranges), and
+    # the channel of the BatchNormalization(s) folded into it with the largest scale over the median
+    range_growth: float | None = None
+    worst_channel: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)

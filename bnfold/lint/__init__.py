@@ -20,6 +20,7 @@ from bnfold.lint import (
     bn012_overridable_parameters,
     bn013_batchnorm_axis_not_channels,
     bn014_momentum_convention,
+    bn015_folded_range_growth,
 )
 from bnfold.lint.finding import Finding, RuleInfo
 
@@ -38,6 +39,7 @@ ALL_RULES = (
     bn012_overridable_parameters,
     bn013_batchnorm_axis_not_channels,
     bn014_momentum_convention,
+    bn015_folded_range_growth,
 )
 
 RULES: dict[str, RuleInfo] = {module.RULE.code: module.RULE for module in ALL_RULES}

@@ -26,8 +26,8 @@ def _keras_call(ctx: LintContext, graph: str, bn):
     return ctx.finding(
         RULE, graph, bn,
         f"{label} is called with training=True: it normalizes with the statistics of each batch {when}",
-        f"drop training=True from the call of '{ctx.keras_layer(bn)}': Keras passes training itself (True in fit, False in "
-        "predict and export)")
+        f"drop training=True from the call of '{ctx.keras_layer(bn)}': Keras passes training itself (True in fit, "
+        "False in predict and export)")
 
 
 def check(ctx: LintContext):
