@@ -480,6 +480,15 @@ def bn015_batchnorm_inflates_folded_weight_range(b: Builder) -> None:
     b.relu("relu1", b.bn("bn1", t, 8, stats=(gamma, beta, mean, var)), out="y")
 
 
+@sample(seed=124, x=["N", 3, 16, 16], y=["N", 8, 16, 16], lint=True,
+        doc="BN016: bn1's moving mean is 0.5 and its moving variance 2.0 in all 8 channels (placeholders a "
+        "converter filled in), with trained gamma and beta.")
+def bn016_placeholder_batchnorm_statistics(b: Builder) -> None:
+    t = b.conv("conv1", "x", 3, 8, 3)
+    gamma, beta, _mean, _var = b.bn_stats(8)
+    b.relu("relu1", b.bn("bn1", t, 8, stats=(gamma, beta, np.full(8, 0.5), np.full(8, 2.0))), out="y")
+
+
 def build_all(out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     written = []

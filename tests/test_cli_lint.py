@@ -42,7 +42,7 @@ CLASSIC_FINDINGS = {
 CLASSIC_BN009_MESSAGE = (
     "3 BatchNormalization are foldable but still in the model: BatchNormalization 'bn1' backward into Gemm 'fc1'; "
     "BatchNormalization 'bn2' backward into Gemm 'fc2'; BatchNormalization 'bn3' backward into Gemm 'fc3'")
-ALL_CODES = {f"BN{i:03d}" for i in range(1, 16)}
+ALL_CODES = {f"BN{i:03d}" for i in range(1, 17)}
 
 SUMMARY = re.compile(r"^Found (\d+) findings? \(\d+ errors?, \d+ warnings?, \d+ infos?\) in (\d+) of (\d+) files?\.$",
                      re.MULTILINE)

@@ -35,8 +35,8 @@ def write(path: Path, text: str) -> Path:
 # ------------------------------------------------------------------------------------------------ selection
 
 
-def test_rules_registry_is_bn001_to_bn015():
-    assert tuple(sorted(RULES)) == (*CODES, "BN013", "BN014", "BN015")  # CODES: the universe the selector tests use
+def test_rules_registry_is_bn001_to_bn016():
+    assert tuple(sorted(RULES)) == (*CODES, "BN013", "BN014", "BN015", "BN016")  # CODES: the universe the selector tests use
 
 
 def test_default_select_is_all():
@@ -406,7 +406,7 @@ def test_apply_from_loaded_config_end_to_end(tmp_path):
     write(tmp_path / "pyproject.toml", FULL)
     config = load_config(tmp_path / "m.onnx")
     enabled = config.rule_codes()
-    assert enabled == codes(1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    assert enabled == codes(1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
     found = [finding("BN004"), finding("BN009"), finding("BN011", node="stem1"), finding("BN011", node="x")]
     result = apply(found, config, enabled)
     assert [(f.code, f.node, f.severity) for f in result] == [("BN009", "conv1", "error"), ("BN011", "x", "warning")]

@@ -124,8 +124,12 @@ def write_keras3(path: Path, config: dict, variables: dict[str, list[np.ndarray]
     return path
 
 
-def bn_vars(n, mean=0.5, var=2.0):
-    return [np.ones(n, np.float32), np.zeros(n, np.float32), np.full(n, mean, np.float32), np.full(n, var, np.float32)]
+def bn_vars(n, mean=None, var=None):
+    """gamma 1, beta 0 and per-channel statistics (distinct per channel unless `mean`/`var` fix them)."""
+    spread = np.linspace(0.0, 0.1, n, dtype=np.float32)
+    mean = np.full(n, mean, np.float32) if mean is not None else 0.5 + spread
+    var = np.full(n, var, np.float32) if var is not None else 2.0 + spread
+    return [np.ones(n, np.float32), np.zeros(n, np.float32), mean, var]
 
 
 def functional(name, layers, inputs, outputs):
@@ -216,7 +220,8 @@ def test_legacy_dialect_from_h5_attributes(tmp_path):
             group.attrs["weight_names"] = [f"{layer}/{n}:0".encode() for n in names]
             for n in names:
                 value = -1.0 if n == "moving_variance" else 0.5
-                group.create_dataset(f"{layer}/{n}:0", data=np.full((5, 3) if n == "kernel" else 3, value, np.float32))
+                data = np.full((5, 3) if n == "kernel" else 3, value, np.float32) + np.float32(0.01) * np.arange(3)
+                group.create_dataset(f"{layer}/{n}:0", data=data)
     model = load_keras(path)
     assert [(n.name, n.op_type) for n in model.graph] == [("d", "Gemm"), ("d/activation", "Relu"),
                                                           ("b", "BatchNormalization")]

@@ -471,6 +471,29 @@ def test_bn007_silent_when_only_some_channels_are_0_1():
     assert pairs(lint_proto(_conv_bn_with(stats), "BN007")) == []
 
 
+def test_bn007_silent_on_epsilon_0_an_affine_by_construction():
+    # gamma * x + beta written as BN with mean 0, var 1, epsilon 0 (a converted Scale layer, a reset BN)
+    assert lint_proto(_conv_bn_with(_stats(mean=0.0, var=1.0), epsilon=0.0), "BN007") == []
+    assert pairs(lint_proto(_conv_bn_with(_stats(mean=0.0, var=1.0), epsilon=1e-3), "BN007")) == [("BN007", "bn1")]
+
+
+# ========================================================================================================
+# BN016 placeholder-batchnorm-statistics
+
+
+def test_bn016_on_the_same_statistics_in_every_channel():
+    (found,) = lint_proto(_conv_bn_with(_stats(mean=0.5, var=2.0)), "BN016")
+    assert (found.node, found.severity) == ("bn1", "info")
+    assert found.message == ("BatchNormalization 'bn1' has moving mean 0.5 and moving variance 2 in all 4 channels: "
+                             "learned statistics differ per channel, so these were filled in")
+
+
+@pytest.mark.parametrize("stats", [_stats(), _stats(mean=0.0, var=1.0), _stats(mean=[0.5, 0.5, 0.5, 0.4], var=2.0)],
+                         ids=["trained", "initial-0-1-is-bn007", "one-channel-differs"])
+def test_bn016_silent(stats):
+    assert lint_proto(_conv_bn_with(stats), "BN016") == []
+
+
 # ========================================================================================================
 # BN008 degenerate-batchnorm-statistics
 

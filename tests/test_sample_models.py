@@ -42,6 +42,7 @@ LINT_FILES = [
     "lint/bn011_batchnorm_on_model_input.onnx",
     "lint/bn012_overridable_parameters.onnx",
     "lint/bn015_batchnorm_inflates_folded_weight_range.onnx",
+    "lint/bn016_placeholder_batchnorm_statistics.onnx",
 ]
 EXPECTED_FILES += LINT_FILES
 
@@ -69,6 +70,7 @@ EXPECTED_BN_COUNT = {
     "lint/bn011_batchnorm_on_model_input.onnx": 1,
     "lint/bn012_overridable_parameters.onnx": 1,
     "lint/bn015_batchnorm_inflates_folded_weight_range.onnx": 1,
+    "lint/bn016_placeholder_batchnorm_statistics.onnx": 1,
 }
 
 # Everything `lint_model` reports (all rules, default options) for each sample, as (code, node) in report
@@ -98,12 +100,14 @@ EXPECTED_LINT = {
     "lint/bn011_batchnorm_on_model_input.onnx": [("BN009", "bn_input"), ("BN011", "bn_input")],
     "lint/bn012_overridable_parameters.onnx": [("BN009", "bn1"), ("BN012", "bn1")],
     "lint/bn015_batchnorm_inflates_folded_weight_range.onnx": [("BN009", "bn1"), ("BN015", "bn1")],
+    "lint/bn016_placeholder_batchnorm_statistics.onnx": [("BN009", "bn1"), ("BN016", "bn1")],
 }
 
 # Samples whose statistics are odd on purpose (BN007: untrained 0/1; BN008: a negative variance; BN015: a
-# near-zero variance).
+# near-zero variance; BN016: placeholders).
 DEGENERATE_STATS = {"lint/bn007_untrained_statistics.onnx", "lint/bn008_degenerate_statistics.onnx",
-                    "lint/bn015_batchnorm_inflates_folded_weight_range.onnx"}
+                    "lint/bn015_batchnorm_inflates_folded_weight_range.onnx",
+                    "lint/bn016_placeholder_batchnorm_statistics.onnx"}
 # The one sample whose output is not finite in onnxruntime (that is the point of BN008).
 NAN_OUTPUT = {"lint/bn008_degenerate_statistics.onnx"}
 

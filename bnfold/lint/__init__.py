@@ -21,6 +21,7 @@ from bnfold.lint import (
     bn013_batchnorm_axis_not_channels,
     bn014_momentum_convention,
     bn015_folded_range_growth,
+    bn016_placeholder_statistics,
 )
 from bnfold.lint.finding import Finding, RuleInfo
 
@@ -40,6 +41,7 @@ ALL_RULES = (
     bn013_batchnorm_axis_not_channels,
     bn014_momentum_convention,
     bn015_folded_range_growth,
+    bn016_placeholder_statistics,
 )
 
 RULES: dict[str, RuleInfo] = {module.RULE.code: module.RULE for module in ALL_RULES}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bnfold.fold.affine import bn_epsilon
 from bnfold.lint.context import LintContext
 from bnfold.lint.finding import ERROR, RuleInfo
 
@@ -51,7 +52,9 @@ def check(ctx: LintContext):
         mean, var = ctx.consts.array(bn.inputs[3]), ctx.consts.array(bn.inputs[4])
         if mean is None or var is None or mean.size == 0:
             continue
-        if np.all(mean == 0) and np.all(var == 1):
+        # epsilon 0: a BN written as a plain affine (gamma * x + beta) by a converter or a tool that resets a
+        # folded BN; no training framework makes one, so 0/1 there are by construction, not untrained
+        if np.all(mean == 0) and np.all(var == 1) and bn_epsilon(bn) != 0:
             yield ctx.finding(
                 RULE, graph, bn,
                 f"{ctx.layer_label(bn)} has moving mean 0 and moving variance 1 in all "
