@@ -26,6 +26,15 @@ EXPECTED = {"resnext50_32x4d": (53, 53, 53), "inception_v3": (94, 94, 94), "res2
             "mobileone_s0": (191, 226, 191)}
 
 
+# Every lint finding on each export: these networks are well built, so only the reminder to fold them
+LINT = {
+    "resnext50_32x4d": [("BN009", "/bn1/BatchNormalization")],
+    "inception_v3": [("BN009", "/Conv2d_1a_3x3/bn/BatchNormalization")],
+    "res2net50_14w_8s": [("BN009", "/bn1/BatchNormalization")],
+    "mobileone_s0": [("BN009", "/stem/conv_scale/bn/BatchNormalization")],
+}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("architectures")
@@ -75,3 +84,13 @@ def test_wrong_folds_fail_at_the_wrong_layer(exported, tmp_path, name):
         failed = [c for c in check.layers if not c.ok]
         assert not check.ok and failed[0].name == label, (kind, label)
         assert failed[0].error > 100 * failed[0].limit
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_lint_findings_are_the_pinned_ones(exported, name):
+    from bnfold.io import load_model
+    from bnfold.lint import lint_model
+
+    found = lint_model(load_model(exported[name]), name)
+    assert [(f.code, f.node) for f in found] == LINT[name]
+    assert found[0].message.startswith(f"{EXPECTED[name][0]} BatchNormalization are foldable but still in the model")
