@@ -19,7 +19,7 @@ from helpers import BOOL, FLOAT, FLOAT16, INT64, GraphBuilder, bn_stats, make_rn
 from bnfold.fold import fold_model
 from bnfold.io import load_model
 from bnfold.lint import RULES, lint_model
-from bnfold.lint.context import IGNORE_KEY, KERAS_LAYER_KEY, LintOptions
+from bnfold.lint.context import IGNORE_KEY, KERAS_LAYER_KEY, LintContext, LintOptions
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 LINT_SAMPLES = SAMPLES / "lint"
@@ -1039,6 +1039,55 @@ def test_bn001_still_fires_on_a_stored_all_zero_bias():
     """A stored bias stays at its zero init when BN follows (its gradient is zero): still redundant."""
     bias = onnx.numpy_helper.from_array(np.zeros(4, np.float32), "B")
     assert pairs(lint_proto(_conv_bn_with_bias([], [bias], "B"), "BN001")) == [("BN001", "conv")]
+
+
+def test_bn004_counts_batchnorms_tensorflow_merged_into_their_conv_as_placed_before():
+    # Keras 3 via tf2onnx: the two BN before their ReLU were merged into the Convs (bias from batchnorm/sub);
+    # the one after its ReLU is left as Mul/Add
+    proto = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17], producer_name: "tf2onnx">
+        g (float[1, 2, 4, 4] x) => (float[1, 2, 4, 4] y)
+        <float[2, 2, 1, 1] w1 = {0.5, -0.3, 0.2, 0.8}, float[2] b1 = {0.1, 0.2},
+         float[2, 2, 1, 1] w2 = {0.4, 0.3, -0.2, 0.6}, float[2] b2 = {0.0, 0.1},
+         float[2, 2, 1, 1] w3 = {0.7, 0.1, 0.3, -0.5}, float[2, 1, 1] s = {0.9, 1.1}, float[2, 1, 1] t = {0.3, -0.3}>
+        {
+            c1 = Conv (x, w1, b1)
+            r1 = Relu (c1)
+            c2 = Conv (r1, w2, b2)
+            r2 = Relu (c2)
+            c3 = Conv (r2, w3)
+            r3 = Relu (c3)
+            p = Mul (r3, s)
+            y = Add (p, t)
+        }""")
+    names = {"w1": "m_1/conv2d_1/convolution/merged_input:0", "b1": "m_1/batch_normalization_1/batchnorm/sub:0",
+             "w2": "m_1/conv2d_1_2/convolution/merged_input:0", "b2": "m_1/batch_normalization_1_2/batchnorm/sub:0"}
+    for init in proto.graph.initializer:
+        init.name = names.get(init.name, init.name)
+    for node, name in zip(proto.graph.node, ["Conv__1", "m_1/act_1/Relu", "Conv__2", "m_1/act_1_2/Relu",
+                                             "m_1/conv2d_2_1/convolution", "m_1/act_2_1/Relu",
+                                             "m_1/bn_2_1/batchnorm/mul_1", "m_1/bn_2_1/batchnorm/add_1"]):
+        node.input[:] = [names.get(i, i) for i in node.input]
+        node.name = name
+    (found,) = lint_proto(proto, "BN004")
+    assert (found.node, found.keras_layer) == ("m_1/bn_2_1/batchnorm/mul_1", "bn_2")
+    assert found.message.endswith("is placed after its activation; 2 BatchNormalization in this model are placed "
+                                  "before it")
+    # tf2onnx's own Conv__1 is known by its weight's path: Keras 3 layer conv2d (traced as conv2d_1)
+    ctx = LintContext(ir.from_proto(proto), "m.onnx")
+    assert [ctx.keras_layer(n) for n in ctx.model.graph if n.op_type == "Conv"] == ["conv2d", "conv2d_1", "conv2d_2"]
+
+
+@pytest.mark.parametrize("producer, fix", [
+    ("pytorch", "build the layer with bias=False (nn.Conv2d/nn.Linear(..., bias=False))"),
+    ("tf2onnx", "build the Keras layer with use_bias=False"),
+    ("PaddlePaddle", "build the layer with bias_attr=False"),
+    ("onnx.helper", "drop the bias (Keras: use_bias=False; PyTorch: bias=False)")])
+def test_bn001_fix_speaks_the_exporter_s_framework(producer, fix):
+    model = load_model(LINT_SAMPLES / "bn001_redundant_bias.onnx")
+    model.producer_name = producer
+    (found,) = lint_model(model, "m.onnx", codes=frozenset({"BN001"}))
+    assert found.fix == fix + "; `bnfold fold` also removes it"
 
 
 def test_bn001_on_pytorch_dynamo_export_flags_only_the_real_biases():

@@ -8,6 +8,15 @@ from bnfold.fold.constants import ConstantResolver
 from bnfold.lint.context import ACTIVATIONS, LINEAR, downstream, is_op, upstream
 
 BN = frozenset({"BatchNormalization"})
+# Names tf2onnx gives the weights and outputs of a layer TensorFlow merged a BN into (tf_keras:
+# `..._fused_bn`, a FusedBatchNorm output; Keras 3: a bias from the BN's `batchnorm/sub`)
+MERGED_MARKS = ("fused_bn", "fusedbatchnorm", "/batchnorm/")
+
+
+def merged_batchnorm(layer: ir.Node) -> bool:
+    """Whether an exporter demonstrably merged a BatchNormalization into this linear layer."""
+    names = [v.name or "" for v in layer.inputs[1:] if v is not None] + [layer.outputs[0].name or ""]
+    return any(mark in name.lower() for name in names for mark in MERGED_MARKS)
 
 
 def is_bias_add(node: ir.Node | None, consts: ConstantResolver) -> bool:

@@ -12,6 +12,14 @@ RULE = RuleInfo("BN001", "redundant-bias-before-batchnorm", WARNING,
                 "a linear layer's bias feeds BatchNormalization with no nonlinearity between")
 
 
+FIXES = {
+    "pytorch": "build the layer with bias=False (nn.Conv2d/nn.Linear(..., bias=False))",
+    "tensorflow": "build the Keras layer with use_bias=False",
+    "paddle": "build the layer with bias_attr=False",
+    None: "drop the bias (Keras: use_bias=False; PyTorch: bias=False)",
+}
+
+
 def _stored_bias(ctx: LintContext, node) -> bool:
     """Whether the op has a bias the model author chose. PyTorch's dynamo exporter gives every bias=False Conv
     a computed all-zero bias (Expand(CastLike(0, x), ...)): that one is not a parameter and not a finding."""
@@ -49,7 +57,7 @@ def check(ctx: LintContext):
         if ctx.from_keras:
             what, fix = "bias", f"set use_bias=False on {ctx.layer_label(layer)}"
         else:
-            fix = "drop the bias (Keras: use_bias=False; PyTorch: bias=False); `bnfold fold` also removes it"
+            fix = FIXES[ctx.framework] + "; `bnfold fold` also removes it"
         yield ctx.finding(
             RULE, bn.graph, layer,
             f"{ctx.layer_label(layer)} has a {what} that {ctx.bn_label(bn)} cancels: BN subtracts the batch "

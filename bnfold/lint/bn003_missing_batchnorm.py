@@ -8,7 +8,7 @@ Mul/Add counts as normalized."""
 
 from __future__ import annotations
 
-from bnfold.lint.blocks import BN, activation_after, is_bias_add, is_layer
+from bnfold.lint.blocks import BN, activation_after, is_bias_add, is_layer, merged_batchnorm
 from bnfold.lint.context import ACTIVATIONS, LAYOUT_NEUTRAL, SOFTMAX, LintContext, downstream, is_op, \
     reaches_graph_output
 from bnfold.lint.finding import WARNING, RuleInfo
@@ -19,15 +19,6 @@ RULE = RuleInfo("BN003", "missing-batchnorm", WARNING,
 # Normalized blocks the model must have before an unnormalized one is worth a finding
 MIN_NORMALIZED = 2
 GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"})
-# Names tf2onnx gives the weights and outputs of a layer TensorFlow merged a BN into
-MERGED_MARKS = ("fused_bn", "fusedbatchnorm", "/batchnorm/")
-
-
-def _merged(layer) -> bool:
-    names = [v.name or "" for v in layer.inputs[1:] if v is not None] + [layer.outputs[0].name or ""]
-    return any(mark in name.lower() for name in names for mark in MERGED_MARKS)
-
-
 def _pooled(ctx: LintContext, layer) -> bool:
     """Whether the layer reads globally pooled features: up a chain of single-input ops (layout, activation,
     linear layers and their bias) to a global pool, as squeeze-and-excitation gates and pooled heads do."""
@@ -62,7 +53,7 @@ def _feeds_batchnorm(ctx: LintContext) -> set[int]:
 def _placement(ctx: LintContext, layer, bn_heads: set[int]) -> str | None:
     """'before' / 'after' the activation for a normalized block, 'none' for an unnormalized one, None when
     `layer` heads no comparable block."""
-    if _merged(layer):
+    if merged_batchnorm(layer):
         return "before"
     value = layer.outputs[0]
     consumers = downstream(value)

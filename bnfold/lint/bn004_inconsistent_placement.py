@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bnfold.lint.blocks import placement
+from bnfold.lint.blocks import activation_after, is_layer, merged_batchnorm, placement
 from bnfold.lint.context import LintContext
 from bnfold.lint.finding import INFO, RuleInfo
 
@@ -14,6 +14,10 @@ def check(ctx: LintContext):
     placed = [(bn, placement(bn, ctx.consts)) for bn in ctx.batchnorm_forms]
     placed = [p for p in placed if p[1] is not None]
     counts = {side: sum(1 for p in placed if p[1] == side) for side in ("before", "after")}
+    # a layer the exporter merged a BN into, straight into its activation, had its BN before it: evidence of
+    # the model's placement, though no BN is left there to move
+    counts["before"] += sum(1 for _, node in ctx.nodes() if is_layer(node, ctx.consts) and merged_batchnorm(node)
+                            and activation_after(node, ctx.consts))
     preferred = ctx.options.placement
     if preferred is None:
         if not (counts["before"] and counts["after"]):

@@ -64,11 +64,13 @@ class LintContext:
 
     @property
     def framework(self) -> str | None:
-        """"pytorch" or "tensorflow" (tf2onnx, a Keras file) by the model's producer_name, so a fix can speak
-        the exporter's language; None for any other producer."""
+        """"pytorch", "tensorflow" (tf2onnx, a Keras file) or "paddle" (paddle2onnx) by the model's
+        producer_name, so a fix can speak the exporter's language; None for any other producer."""
         producer = (self.model.producer_name or "").lower()
         if "pytorch" in producer or producer == "torch":
             return "pytorch"
+        if "paddle" in producer:
+            return "paddle"
         if self.from_keras or "tf2onnx" in producer or "keras" in producer:
             return "tensorflow"
         return None
@@ -166,7 +168,9 @@ class LintContext:
         layer = node.metadata_props.get(KERAS_LAYER_KEY)
         if layer or self.model.producer_name != "tf2onnx":
             return layer
-        scopes = _scopes(node)
+        # a node tf2onnx made itself (`Conv__14` after merging a BN) is known by its weight's path
+        names = [node.name, *(v.name for v in node.inputs[1:] if v is not None and v.producer() is None)]
+        scopes = next((found for found in map(_scopes, names) if found is not None), None)
         if scopes is None:
             return None
         return _TRACE_SUFFIX.sub("", scopes[1]) if self._keras3_traced else scopes[1]
@@ -178,9 +182,10 @@ class LintContext:
         `dense_1`, a layer named `dense_1` reads `dense_1_2`. So every model and layer scope of such a graph
         ends in `_<k>`; tf_keras' first layer of a kind (`dense`, `activation`) does not. A tf_keras model
         built late in a session has suffixes everywhere too, so Keras 3's own way of reading a kernel must
-        be there as well: through a dtype-policy `Cast` (Dense) or `tf.nn.convolution` (Conv)."""
+        be there as well: through a dtype-policy `Cast` (Dense) or `tf.nn.convolution` (Conv, whose weights
+        keep that scope when TensorFlow merges a BN into them)."""
         nodes = [n for _, n in self.nodes()]
-        scopes = [s for s in map(_scopes, nodes) if s is not None]
+        scopes = [s for s in (_scopes(n.name) for n in nodes) if s is not None]
         reads = {v.name for n in nodes for v in n.inputs if v is not None and v.name}
         keras3_reads = any(marker in name for name in reads for marker in _KERAS3_READS)
         return keras3_reads and all(_TRACE_SUFFIX.search(part) for s in scopes for part in s)
@@ -205,12 +210,12 @@ def display_name(node: ir.Node) -> str:
         if match:
             return match.group(1)
     return node_label(node)
-_KERAS3_READS = ("/Cast/ReadVariableOp", "/convolution/ReadVariableOp")
+_KERAS3_READS = ("/Cast/ReadVariableOp", "/convolution/")
 
 
-def _scopes(node: ir.Node) -> tuple[str, str] | None:
-    """(model scope, layer scope) of a tf2onnx op path, or None when the name is no such path."""
-    parts = (node.name or "").split("/")
+def _scopes(name: str | None) -> tuple[str, str] | None:
+    """(model scope, layer scope) of a tf2onnx op or tensor path, or None when the name is no such path."""
+    parts = (name or "").split("/")
     if parts and parts[0] == "StatefulPartitionedCall":
         parts = parts[1:]
     return (parts[0], parts[1]) if len(parts) >= 3 else None
