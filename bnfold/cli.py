@@ -161,13 +161,19 @@ def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz
               help="Hide the findings recorded in this baseline file.")
 @click.option("--write-baseline", type=click.Path(dir_okay=False, path_type=Path),
               help="Record the current findings as the baseline (exit 0).")
+@click.option("--exclude", multiple=True, metavar="GLOBS",
+              help="Skip these files and folders in directories, instead of the default folders (build, dist, "
+                   "venv, ...); hidden folders are always skipped.")
+@click.option("--extend-exclude", multiple=True, metavar="GLOBS", help="Skip these as well as the defaults.")
 def lint(paths: tuple[Path, ...], select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
          fmt: str, output: Path | None, fail_on: str | None, exit_zero: bool, statistics: bool, jobs: int,
-         config_file: Path | None, isolated: bool, baseline: Path | None, write_baseline: Path | None) -> None:
+         config_file: Path | None, isolated: bool, baseline: Path | None, write_baseline: Path | None,
+         exclude: tuple[str, ...], extend_exclude: tuple[str, ...]) -> None:
     """Check models for BatchNormalization placement and state problems.
 
-    PATHS are model files or directories (searched for *.onnx, *.keras, *.h5). Exit code: 0 clean,
-    1 findings at or above --fail-on, 2 usage or input error.
+    PATHS are model files or directories, searched for *.onnx, *.keras, *.h5 and *.hdf5 (skipping hidden
+    folders, virtualenvs, build output and what git ignores). Exit code: 0 clean, 1 findings at or above
+    --fail-on, 2 usage or input error (also when no model is found).
     """
     from bnfold.commands.lint import run_lint
     from bnfold.lint.select import split_selectors as split
@@ -176,7 +182,8 @@ def lint(paths: tuple[Path, ...], select: tuple[str, ...], ignore: tuple[str, ..
                     extend_select=tuple(split(extend_select)),
                     fmt=fmt, output=output, fail_on=fail_on, exit_zero=exit_zero, statistics=statistics,
                     jobs=jobs, config_file=config_file, isolated=isolated, baseline=baseline,
-                    write_baseline=write_baseline)
+                    write_baseline=write_baseline, exclude=tuple(split(exclude)),
+                    extend_exclude=tuple(split(extend_exclude)))
     if code:
         sys.exit(code)
 

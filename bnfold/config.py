@@ -10,6 +10,8 @@
     placement = "before"                 # BN004 becomes a preference check
     min-normalized-fraction = 0.5        # BN003
     fail-on = "warning"
+    exclude = ["build", "venv"]          # replaces the default folders skipped (hidden ones always are)
+    extend-exclude = ["legacy/*.onnx"]   # adds to them
 
 Keys may live in `[tool.bnfold]` or `[tool.bnfold.lint]`; both are read and `lint` wins for a key set in
 both. An explicit `--config FILE` named pyproject.toml is read the same way; any other file name (e.g.
@@ -55,6 +57,8 @@ _KEYS = {
     "placement": "placement",
     "min-normalized-fraction": "min_normalized_fraction",
     "fail-on": "fail_on",
+    "exclude": "exclude",
+    "extend-exclude": "extend_exclude",
 }
 
 
@@ -69,6 +73,8 @@ class Config:
     placement: str | None = None  # None | "before" | "after"
     min_normalized_fraction: float = DEFAULT_MIN_NORMALIZED_FRACTION
     fail_on: str | None = None  # None = the CLI's default
+    exclude: tuple[str, ...] | None = None  # None = bnfold.discovery.DEFAULT_EXCLUDE
+    extend_exclude: tuple[str, ...] = ()
     root: Path | None = None  # folder of the config file; per-file-ignores globs are relative to it
     source: Path | None = None  # the file the settings came from (None = defaults)
 
@@ -220,6 +226,10 @@ def _or(choices: tuple[str, ...]) -> str:
 def _convert(key: str, value: object, label: str, codes: tuple[str, ...]):
     if key in ("select", "ignore", "extend-select"):
         return _selectors(value, label, codes)
+    if key in ("exclude", "extend-exclude"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError(f"{label}: expected a list of glob strings, got {_type_name(value)}")
+        return tuple(value)
     if key in ("per-file-ignores", "per-node-ignores"):
         return _globs(value, label, codes)
     if key == "severity":

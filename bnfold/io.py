@@ -54,20 +54,48 @@ def read_proto(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
     return proto, _check_external_data(proto, path)
 
 
-def load_model(path: Path):
-    """The model as an onnx_ir.Model; external data is memory-mapped, not read."""
-    return load_model_and_data(path)[0]
+def load_model(path: Path, *, untype_maps: bool = False):
+    """The model as an onnx_ir.Model; external data is memory-mapped, not read. `untype_maps` drops the
+    type of map-typed values (an ONNX-ML classifier's ZipMap output), which onnx-ir cannot represent: fine
+    for reading the graph (lint), not for writing it back."""
+    return load_model_and_data(path, untype_maps=untype_maps)[0]
 
 
-def load_model_and_data(path: Path):
+def _untype_maps(graph: onnx.GraphProto) -> None:
+    def has_map(tp: onnx.TypeProto) -> bool:
+        kind = tp.WhichOneof("value")
+        if kind == "map_type":
+            return True
+        inner = {"sequence_type": lambda: tp.sequence_type.elem_type,
+                 "optional_type": lambda: tp.optional_type.elem_type}.get(kind)
+        return inner is not None and has_map(inner())
+
+    for info in (*graph.input, *graph.output, *graph.value_info):
+        if info.HasField("type") and has_map(info.type):
+            info.ClearField("type")
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                _untype_maps(sub)
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def load_model_and_data(path: Path, *, untype_maps: bool = False):
     """The model, and the external data files it reads."""
     import onnx_ir as ir
 
     proto, data_files = read_proto(path)
+    if untype_maps:
+        _untype_maps(proto.graph)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:
-        raise InputError(f"{path}: cannot be read as an ONNX graph: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{path}: cannot be read as an ONNX graph: {_root_cause(exc)}") from None
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     return model, data_files
 

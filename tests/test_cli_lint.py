@@ -320,7 +320,7 @@ def test_json_format():
     assert document["version"] == 1
     assert document["tool"] == "bnfold"
     assert document["files"] == [str(CLASSIC)]
-    assert document["summary"] == {"findings": 5, "error": 0, "warning": 4, "info": 1}
+    assert document["summary"] == {"findings": 5, "error": 0, "warning": 4, "info": 1, "unreadable": 0}
     assert len(document["findings"]) == 5
     assert pairs(document) == CLASSIC_FINDINGS
     for finding in document["findings"]:
@@ -340,7 +340,7 @@ def test_json_format():
 def test_json_format_clean_run():
     document = lint_json("--isolated", NO_BN_SAMPLE)
     assert document["findings"] == []
-    assert document["summary"] == {"findings": 0, "error": 0, "warning": 0, "info": 0}
+    assert document["summary"] == {"findings": 0, "error": 0, "warning": 0, "info": 0, "unreadable": 0}
     assert document["files"] == [str(NO_BN_SAMPLE)]
 
 

@@ -145,11 +145,11 @@ def test_json_schema_and_round_trip(findings):
     assert out.startswith('{\n  "version": 1,\n  "tool": "bnfold",\n')
     assert out.endswith("}\n")
     doc = json.loads(out)
-    assert list(doc) == ["version", "tool", "tool_version", "files", "summary", "findings"]
+    assert list(doc) == ["version", "tool", "tool_version", "files", "summary", "findings", "errors"]
     assert doc["tool_version"] == __version__
     assert doc["files"] == FILES
-    assert doc["summary"] == {"findings": 4, "error": 1, "warning": 2, "info": 1}
-    assert list(doc["summary"]) == ["findings", "error", "warning", "info"]
+    assert doc["summary"] == {"findings": 4, "error": 1, "warning": 2, "info": 1, "unreadable": 0}
+    assert list(doc["summary"]) == ["findings", "error", "warning", "info", "unreadable"]
     assert doc["findings"] == [f.to_json() for f in findings]
     assert list(doc["findings"][0]) == [field.name for field in dataclasses.fields(Finding)]
     assert [Finding(**item) for item in doc["findings"]] == findings
@@ -158,7 +158,7 @@ def test_json_schema_and_round_trip(findings):
 def test_json_clean_run_lists_files():
     doc = json.loads(render([], "json", rules=RULES, files=FILES))
     assert doc["files"] == FILES
-    assert doc["summary"] == {"findings": 0, "error": 0, "warning": 0, "info": 0}
+    assert doc["summary"] == {"findings": 0, "error": 0, "warning": 0, "info": 0, "unreadable": 0}
     assert doc["findings"] == []
 
 

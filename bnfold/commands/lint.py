@@ -9,25 +9,8 @@ from pathlib import Path
 import click
 
 from bnfold.errors import BnfoldError, InputError
-from bnfold.keras import KERAS_SUFFIXES, is_keras_path
+from bnfold.keras import is_keras_path
 from bnfold.lint.finding import Finding, severity_rank
-
-ONNX_SUFFIXES = (".onnx",)
-
-
-def discover(paths: tuple[Path, ...]) -> list[Path]:
-    """Files as given, and model files below each directory (sorted, so output order is stable)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and p.suffix.lower() in ONNX_SUFFIXES + KERAS_SUFFIXES))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise InputError(f"{path}: no such file or directory")
-    return found
-
 
 def lint_file(path: Path, codes: frozenset[str], options) -> list[Finding]:
     """Lint one model file; runs in a worker process under -j."""
@@ -38,15 +21,15 @@ def lint_file(path: Path, codes: frozenset[str], options) -> list[Finding]:
         from bnfold.keras import load_keras
 
         return lint_model(load_keras(path), str(path), codes=codes, options=options)
-    return lint_model(load_model(path), str(path), codes=codes, options=options)
+    return lint_model(load_model(path, untype_maps=True), str(path), codes=codes, options=options)
 
 
 def _lint_all(files: list[Path], codes: frozenset[str], options,
-              jobs: int) -> tuple[list[Finding], list[Path], list[str]]:
-    """Findings, the files that were actually checked, and one error line per file that could not be."""
+              jobs: int) -> tuple[list[Finding], list[Path], dict[str, str]]:
+    """Findings, the files that were actually checked, and the error of each file that could not be."""
     findings: list[Finding] = []
     checked: list[Path] = []
-    errors: list[str] = []
+    errors: dict[str, str] = {}
     if jobs > 1 and len(files) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(lint_file, f, codes, options) for f in files]
@@ -55,7 +38,7 @@ def _lint_all(files: list[Path], codes: frozenset[str], options,
         outcomes = [_outcome(lambda f=f: lint_file(f, codes, options)) for f in files]
     for path, (result, error) in zip(files, outcomes):
         if error is not None:
-            errors.append(error)
+            errors[str(path)] = error
         else:
             checked.append(path)
             findings.extend(result)
@@ -72,17 +55,19 @@ def _outcome(call):
 def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[str, ...],
              extend_select: tuple[str, ...], fmt: str, output: Path | None, fail_on: str | None, exit_zero: bool,
              statistics: bool, jobs: int, config_file: Path | None, isolated: bool, baseline: Path | None,
-             write_baseline: Path | None) -> int:
+             write_baseline: Path | None, exclude: tuple[str, ...] = (), extend_exclude: tuple[str, ...] = ()) -> int:
     from bnfold import report
     from bnfold.baseline import load_baseline, write_baseline as save_baseline
     from bnfold.config import apply, load_config
+    from bnfold.discovery import discover
     from bnfold.io import write_text_atomic
     from bnfold.lint import RULES
 
     start = paths[0] if paths[0].is_dir() else paths[0].parent
     config = load_config(start, config_file=config_file, isolated=isolated)
     codes = config.rule_codes(select=list(select) or None, ignore=ignore, extend_select=extend_select)
-    files = discover(paths)
+    files = discover(paths, root=config.root, exclude=tuple(exclude) or config.exclude,
+                     extend_exclude=(*config.extend_exclude, *extend_exclude))
     findings, checked, errors = _lint_all(files, codes, config.options(), jobs)
     findings = apply(findings, config, codes)
     hidden = 0
@@ -91,16 +76,16 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
     if write_baseline is not None:
         save_baseline(write_baseline, findings)
         click.echo(f"wrote {len(findings)} findings to baseline {write_baseline}", err=True)
-    # A clean report over unreadable files would read as "all checks passed": with errors, only findings.
-    if checked or not errors:
-        text = report.render(findings, fmt, rules=RULES, files=[str(f) for f in checked], statistics=statistics)
-        if output is not None:
-            write_text_atomic(output, text)
-        else:
-            click.echo(text, nl=not text.endswith("\n"))
+    # every format names the files that could not be read (and never says "all checks passed" then)
+    text = report.render(findings, fmt, rules=RULES, files=[str(f) for f in checked], statistics=statistics,
+                         errors=errors)
+    if output is not None:
+        write_text_atomic(output, text)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
     if hidden:
         click.echo(f"{hidden} findings hidden by baseline {baseline}", err=True)
-    for error in errors:
+    for error in errors.values():
         click.echo(f"error: {error}", err=True)
     if errors:
         return 2

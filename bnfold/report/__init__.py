@@ -27,13 +27,16 @@ __all__ = ["DOCS_URL", "FORMATS", "render"]
 
 
 def render(findings: list[Finding], fmt: str, *, rules: dict[str, RuleInfo], files: list[str],
-           statistics: bool = False) -> str:
+           statistics: bool = False, errors: dict[str, str] | None = None) -> str:
     """The report of `findings` on the models `files`, in format `fmt` (one of FORMATS).
 
     `rules` maps every selected rule code to its RuleInfo (SARIF lists them all, Markdown links them).
     `statistics` adds per-rule counts to the text and Markdown reports; the other formats ignore it.
+    `errors` maps each model that could not be read to why: every format reports them (the text report
+    counts them in its summary; the lines themselves go to stderr).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; expected one of {', '.join(FORMATS)}")
     module = importlib.import_module(f"bnfold.report.{fmt}")
-    return module.render(list(findings), rules=rules, files=list(files), statistics=statistics)
+    return module.render(list(findings), rules=rules, files=list(files), statistics=statistics,
+                         errors=dict(errors or {}))

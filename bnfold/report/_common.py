@@ -31,6 +31,16 @@ def all_files(findings: list[Finding], files: list[str]) -> list[str]:
     return list(dict.fromkeys([*files, *(f.path for f in findings)]))
 
 
+def unreadable(errors: dict[str, str] | None) -> str:
+    """'; 1 could not be read' for the summary line, or ''."""
+    return f"; {len(errors)} could not be read" if errors else ""
+
+
+def error_text(path: str, message: str) -> str:
+    """The error without the path it starts with (the reporters name the file themselves)."""
+    return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
+
+
 def files_with_findings(findings: list[Finding]) -> list[str]:
     return list(dict.fromkeys(f.path for f in findings))
 

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 from bnfold.report import DOCS_URL
 from bnfold.report._common import (
     all_files,
+    error_text,
     files_with_findings,
     keras_suffix,
     plural,
     rule_statistics,
     summary_counts,
+    unreadable,
 )
 
 if TYPE_CHECKING:
@@ -33,14 +35,19 @@ HEADING = "### bnfold lint"
 
 
 def render(findings: list[Finding], *, rules: dict[str, RuleInfo], files: list[str],
-           statistics: bool = False) -> str:
-    checked = all_files(findings, files)
+           statistics: bool = False, errors: dict[str, str] | None = None) -> str:
+    checked = all_files(findings, [*files, *(errors or {})])
     lines = [HEADING, ""]
+    for path, message in (errors or {}).items():
+        lines.append(f"**Could not read** {code_span(path)}: {cell(error_text(path, message))}")
+    if errors:
+        lines.append("")
     if not findings:
-        lines.append(f"No findings: all checks passed ({plural(len(checked), 'model')}).")
+        lines.append(f"No findings; {len(errors)} of {plural(len(checked), 'model')} could not be read." if errors
+                     else f"No findings: all checks passed ({plural(len(checked), 'model')}).")
         return "\n".join(lines) + "\n"
     lines.append(f"Found {summary_counts(findings)} in {len(files_with_findings(findings))} of "
-                 f"{plural(len(checked), 'model')}.")
+                 f"{plural(len(checked), 'model')}{unreadable(errors)}.")
     lines += ["", "| Severity | Code | Model | Node | Message | Fix |", "| --- | --- | --- | --- | --- | --- |"]
     for f in findings:
         node = f"{code_span(f.node)} (graph {code_span(f.graph)})" if f.graph else code_span(f.node)

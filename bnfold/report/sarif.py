@@ -8,6 +8,8 @@ each with its default level and a helpUri to its page under DOCS_URL. Each resul
 - one physical location: the model file (a URI relative to `%SRCROOT%`, the directory bnfold ran in;
   an absolute `file:` URI for a model outside it) at line 1, since a model has no source lines;
 - one logical location: the node (`fullyQualifiedName` is `graph/node` inside a subgraph);
+- (a model that could not be read is a `toolExecutionNotifications` entry of the run's invocation, which
+  then has `executionSuccessful: false`);
 - `partialFingerprints["bnfoldFinding/v1"]`: sha256 of `code:uri:graph:node`, so findings on different
   nodes of one file stay distinct alerts and the same finding keeps its identity across runs.
 """
@@ -23,7 +25,7 @@ from urllib.parse import quote
 
 from bnfold import __version__
 from bnfold.report import DOCS_URL
-from bnfold.report._common import ERROR, INFO, WARNING, all_files, keras_suffix
+from bnfold.report._common import ERROR, INFO, WARNING, all_files, error_text, keras_suffix
 
 if TYPE_CHECKING:
     from bnfold.lint.finding import Finding, RuleInfo
@@ -38,11 +40,12 @@ TAGS = ("batchnorm", "ml-model")
 
 
 def render(findings: list[Finding], *, rules: dict[str, RuleInfo], files: list[str],
-           statistics: bool = False) -> str:
-    return json.dumps(sarif_log(findings, rules=rules, files=files), indent=2) + "\n"
+           statistics: bool = False, errors: dict[str, str] | None = None) -> str:
+    return json.dumps(sarif_log(findings, rules=rules, files=files, errors=errors), indent=2) + "\n"
 
 
-def sarif_log(findings: list[Finding], *, rules: dict[str, RuleInfo], files: list[str]) -> dict:
+def sarif_log(findings: list[Finding], *, rules: dict[str, RuleInfo], files: list[str],
+              errors: dict[str, str] | None = None) -> dict:
     """The SARIF log as a dict."""
     descriptors = [_descriptor(rule) for rule in rules.values()]
     index = {rule.code: i for i, rule in enumerate(rules.values())}
@@ -63,7 +66,15 @@ def sarif_log(findings: list[Finding], *, rules: dict[str, RuleInfo], files: lis
             }
         },
         "artifacts": [{"location": artifact_location(path), "roles": ["analysisTarget"]}
-                      for path in all_files(findings, files)],
+                      for path in all_files(findings, [*files, *(errors or {})])],
+        "invocations": [{
+            "executionSuccessful": not errors,
+            "toolExecutionNotifications": [{
+                "level": "error",
+                "message": {"text": f"could not read this model: {error_text(path, message)}"},
+                "locations": [{"physicalLocation": {"artifactLocation": artifact_location(path)}}],
+            } for path, message in (errors or {}).items()],
+        }],
         "results": [_result(f, index) for f in findings],
         "columnKind": "unicodeCodePoints",
     }

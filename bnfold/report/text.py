@@ -21,6 +21,7 @@ from bnfold.report._common import (
     plural,
     rule_statistics,
     summary_counts,
+    unreadable,
 )
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 
 
 def render(findings: list[Finding], *, rules: dict[str, RuleInfo], files: list[str],
-           statistics: bool = False) -> str:
-    checked = all_files(findings, files)
+           statistics: bool = False, errors: dict[str, str] | None = None) -> str:
+    checked = all_files(findings, [*files, *(errors or {})])
     lines: list[str] = []
     for f in findings:
         lines.append(f"{f.path}:{node_label(f)}: {f.code} [{f.severity}] {f.message}{keras_suffix(f)}")
@@ -41,7 +42,9 @@ def render(findings: list[Finding], *, rules: dict[str, RuleInfo], files: list[s
         lines.append("")
     if findings:
         lines.append(f"Found {summary_counts(findings)} in {len(files_with_findings(findings))} of "
-                     f"{plural(len(checked), 'file')}.")
+                     f"{plural(len(checked), 'file')}{unreadable(errors)}.")
+    elif errors:  # not "all checks passed": some files were not checked at all
+        lines.append(f"No findings; {len(errors)} of {plural(len(checked), 'file')} could not be read.")
     else:
         lines.append(f"All checks passed ({plural(len(checked), 'file')}).")
     return "\n".join(lines) + "\n"
