@@ -189,12 +189,13 @@ def lint(paths: tuple[Path, ...], select: tuple[str, ...], ignore: tuple[str, ..
 
 
 @cli.command()
-@click.argument("code", required=False)
-def rule(code: str | None) -> None:
-    """List the lint rules, or print the documentation page of one (e.g. `bnfold rule BN001`)."""
-    from bnfold.commands.lint import print_rule
+@click.argument("rule_id", metavar="[RULE]", required=False)
+def rule(rule_id: str | None) -> None:
+    """List the lint rules, or print the page of one, by code or name (`bnfold rule BN009`, `bnfold rule
+    unfolded-batchnorm`)."""
+    from bnfold.commands.rule import print_rule
 
-    print_rule(code)
+    print_rule(rule_id)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import textwrap
 from importlib.resources import files
@@ -14,9 +15,11 @@ import onnx.checker
 import onnx.parser
 import onnx_ir as ir
 import pytest
+from click.testing import CliRunner
 
 import bnfold
 from bnfold import rule_pages
+from bnfold.cli import cli
 from bnfold.errors import BnfoldError, InputError
 from bnfold.lint import RULES, lint_model
 
@@ -197,3 +200,23 @@ def test_wheel_packages_cover_every_subpackage():
     assert setuptools["package-dir"] == {"bnfold._rules": "rules"}
     assert "bnfold._rules" in setuptools["packages"]
     assert "*.md" in setuptools["package-data"]["bnfold._rules"]
+
+
+def test_catalogue_is_the_rule_registry():
+    assert rule_pages.catalogue() == [(r.code, r.name, r.severity, r.summary) for r in RULES.values()]
+
+
+def test_a_rule_is_found_by_name_too():
+    assert rule_pages.page_text("unfolded-batchnorm") == rule_pages.page_text("BN009")
+    result = CliRunner().invoke(cli, ["rule", "unfolded-batchnorm"])
+    assert result.exit_code == 0 and result.stdout.startswith("# BN009: unfolded-batchnorm\n")
+
+
+def test_rule_and_help_import_nothing_heavy():
+    # `bnfold rule` prints static text: it must not pay for onnx, onnx_ir or numpy (seconds of start-up)
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom bnfold.cli import cli\n"
+            "for args in (['rule'], ['rule', 'BN001'], ['--help'], ['lint', '--help']):\n"
+            "    assert CliRunner().invoke(cli, args).exit_code == 0, args\n"
+            "print(sorted(m for m in ('onnx', 'onnx_ir', 'numpy', 'onnxruntime') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

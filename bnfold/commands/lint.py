@@ -93,17 +93,3 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
     if not exit_zero and write_baseline is None and any(severity_rank(f.severity) >= threshold for f in findings):
         return 1
     return 0
-
-
-def print_rule(code: str | None) -> None:
-    from bnfold.lint import RULES
-
-    if code is None:
-        width = max(len(rule.name) for rule in RULES.values())
-        for rule in RULES.values():
-            click.echo(f"{rule.code}  {rule.name:<{width}}  {rule.severity:<7}  {rule.summary}")
-        return
-    from bnfold.rule_pages import page_text
-
-    click.echo(page_text(code.upper()), nl=False)
-    sys.stdout.flush()
