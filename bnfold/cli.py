@@ -93,23 +93,34 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(9),
               help="Keras input: the ONNX opset tf2onnx converts to.")
 @click.option("--unsafe-keras", is_flag=True, help="Keras input: allow loading Lambda layers (runs their code).")
+@click.option("--fail-on-skip", multiple=True, metavar="REASONS",
+              help="Exit 1 and write nothing when a BatchNormalization is skipped for one of these reason codes "
+                   "(e.g. degenerate-statistics,training-mode), so fold can gate CI.")
 @_verify_options
 def fold(model_in: Path, model_out: Path | None, in_place: bool, dry_run: bool, report_path: Path | None,
-         strict_inputs: bool, no_verify: bool, force: bool, opset: int, unsafe_keras: bool, shapes: tuple[str, ...],
-         inputs_npz: Path | None, batches: int, seed: int, rtol: float | None, atol: float | None) -> None:
+         strict_inputs: bool, no_verify: bool, force: bool, opset: int, unsafe_keras: bool,
+         fail_on_skip: tuple[str, ...], shapes: tuple[str, ...], inputs_npz: Path | None, batches: int, seed: int,
+         rtol: float | None, atol: float | None) -> None:
     """Fold inference-mode BatchNormalization in IN into its neighbours and write OUT.
 
     The result is verified against IN with onnxruntime; a model that fails verification is not written.
     """
     from bnfold.commands.fold import run_fold
+    from bnfold.fold.result import REASONS
+    from bnfold.lint.select import split_selectors
 
     if model_out is None and not (in_place or dry_run):
         raise click.UsageError("missing OUT (or pass --in-place to overwrite IN)")
+    gates = frozenset(split_selectors(fail_on_skip))
+    unknown = sorted(gates - set(REASONS))
+    if unknown:
+        raise click.BadParameter(f"unknown reason {', '.join(unknown)} (one of {', '.join(REASONS)})",
+                                 param_hint="--fail-on-skip")
     ok = run_fold(
         model_in, model_out or model_in, in_place=in_place, dry_run=dry_run, report_path=report_path,
         strict_inputs=strict_inputs, verify=not no_verify, force=force, shapes=_parse_shapes(shapes),
         inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol, opset=opset,
-        unsafe_keras=unsafe_keras,
+        unsafe_keras=unsafe_keras, fail_on_skip=gates,
     )
     if not ok:
         sys.exit(EXIT_FAILED)

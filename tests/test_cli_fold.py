@@ -203,8 +203,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     plan = [line for line in stderr_lines(result) if "BatchNormalization '" in line]
     assert len(plan) == 5
     for bn, conv in RESNET_PAIRS.items():
-        assert f"  BatchNormalization '{bn}': folded backward into Conv '{conv}'" in plan
-    assert "folded 5/5 BatchNormalization" in result.stderr
+        assert f"  BatchNormalization '{bn}': would fold backward into Conv '{conv}'" in plan
+    assert ("would fold 5/5 BatchNormalization: 5 backward into Conv; 0 would be skipped; 16 → 11 nodes; nothing "
+            "written (--dry-run)") in stderr_lines(result)
     assert "verified:" not in result.stderr and "wrote" not in result.stderr
     assert not out.exists()
     assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
@@ -216,9 +217,42 @@ def test_dry_run_without_out(tmp_path):
     shutil.copy(RESNET, model)
     result = invoke("fold", model, "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "BatchNormalization 'bn_down': folded backward into Conv 'conv_down'" in result.stderr
+    assert "BatchNormalization 'bn_down': would fold backward into Conv 'conv_down'" in result.stderr
     assert model.read_bytes() == RESNET.read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
+
+
+DEGENERATE = SAMPLES / "lint" / "bn008_degenerate_statistics.onnx"
+
+
+def test_a_degenerate_bn_is_skipped_with_what_is_wrong_and_the_copy_is_written(tmp_path):
+    result = invoke("fold", DEGENERATE, tmp_path / "out.onnx")
+    assert result.exit_code == 0, result.output
+    assert ("  BatchNormalization 'bn1': skipped (degenerate-statistics): var + epsilon <= 0 in 1 channel(s) (min "
+            "var -0.25): the model's output is not finite in those channels") in stderr_lines(result)
+    assert (tmp_path / "out.onnx").read_bytes() == DEGENERATE.read_bytes()
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_fail_on_skip_gates_ci_and_writes_nothing(tmp_path, dry_run):
+    out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
+    args = ["--dry-run"] if dry_run else []
+    result = invoke("fold", DEGENERATE, out, "--fail-on-skip", "training-mode,degenerate-statistics",
+                    "--report", report_path, *args)
+    assert result.exit_code == 1, result.output
+    gate = "1 skipped for degenerate-statistics (1), which --fail-on-skip refuses"
+    assert stderr_lines(result)[-1] == (gate if dry_run else f"{gate}: {out} not written")
+    assert not out.exists()
+    assert json.loads(report_path.read_text(encoding="utf-8"))["fail_on_skip"] == gate
+    # a reason that did not happen does not gate
+    assert invoke("fold", DEGENERATE, out, "--fail-on-skip", "training-mode").exit_code == 0
+
+
+def test_fail_on_skip_rejects_an_unknown_reason(tmp_path):
+    result = invoke("fold", RESNET, tmp_path / "out.onnx", "--fail-on-skip", "degenerate")
+    assert result.exit_code == 2
+    assert "Invalid value for --fail-on-skip: unknown reason degenerate (one of training-mode, " in result.output
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_report_lists_every_bn(tmp_path):

@@ -19,7 +19,7 @@ from bnfold.fold.result import FOLDED
 BATCHNORM_OPS = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
 
 
-def _plan_lines(result) -> list[str]:
+def _plan_lines(result, *, planned: bool = False) -> list[str]:
     lines = []
     for d in result.decisions:
         where = f"[{d.graph}] " if d.graph else ""
@@ -27,21 +27,33 @@ def _plan_lines(result) -> list[str]:
             wide = (d.range_growth or 0) >= GROWTH_LIMIT
             note = (f" (widens the weight's per-tensor range {d.range_growth:.0f}x, channel {d.worst_channel}: "
                     "quantize it per channel; BN015)" if wide else "")
-            lines.append(f"  {where}{d.op_type} '{d.node}': {d.detail}{note}")
+            detail = "would fold " + d.detail.removeprefix("folded ") if planned else d.detail
+            lines.append(f"  {where}{d.op_type} '{d.node}': {detail}{note}")
         else:
             lines.append(f"  {where}{d.op_type} '{d.node}': skipped ({d.reason}): {d.detail}")
     return lines
 
 
+def _gate(result, fail_on_skip: frozenset[str]) -> str | None:
+    """Why --fail-on-skip stops this fold, or None."""
+    hits = Counter(d.reason for d in result.skipped if d.reason in fail_on_skip)
+    if not hits:
+        return None
+    return (f"{sum(hits.values())} skipped for {', '.join(f'{r} ({n})' for r, n in sorted(hits.items()))}, "
+            "which --fail-on-skip refuses")
+
+
 def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
              strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
-             seed: int, rtol: float | None, atol: float | None, opset: int = 17, unsafe_keras: bool = False) -> bool:
-    """Returns False when verification failed (exit 1); raises BnfoldError for user errors (exit 2)."""
+             seed: int, rtol: float | None, atol: float | None, opset: int = 17, unsafe_keras: bool = False,
+             fail_on_skip: frozenset[str] = frozenset()) -> bool:
+    """Returns False when verification failed or --fail-on-skip stopped the fold (exit 1); raises BnfoldError
+    for user errors (exit 2)."""
     from bnfold.keras import is_keras_path
 
     options = dict(in_place=in_place, dry_run=dry_run, report_path=report_path, strict_inputs=strict_inputs,
                    verify=verify, force=force, shapes=shapes, inputs_npz=inputs_npz, batches=batches, seed=seed,
-                   rtol=rtol, atol=atol)
+                   rtol=rtol, atol=atol, fail_on_skip=fail_on_skip)
     if not is_keras_path(model_in):
         return _run_onnx(model_in, model_out, **options)
     if not dry_run and (in_place or model_out.suffix.lower() != ".onnx"):
@@ -116,7 +128,8 @@ def _refuse_layer_code(path: Path, allowed: bool) -> None:
 
 def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
               strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
-              seed: int, rtol: float | None, atol: float | None, keras_source: tuple | None = None) -> bool:
+              seed: int, rtol: float | None, atol: float | None, fail_on_skip: frozenset[str],
+              keras_source: tuple | None = None) -> bool:
     from bnfold import io
 
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
@@ -137,22 +150,23 @@ def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool,
         return _fold_and_write(model, model_in, model_out, spill, dry_run=dry_run, report_path=report_path,
                                strict_inputs=strict_inputs, verify=verify, force=force, shapes=shapes,
                                inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol,
-                               external=external, progress=progress, keras_source=keras_source)
+                               external=external, progress=progress, keras_source=keras_source,
+                               fail_on_skip=fail_on_skip)
 
 
 def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: bool, report_path: Path | None,
                     strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None,
                     batches: int, seed: int, rtol: float | None, atol: float | None, external: bool,
-                    progress, keras_source: tuple | None = None) -> bool:
+                    progress, keras_source: tuple | None = None, fail_on_skip: frozenset[str] = frozenset()) -> bool:
     from bnfold import io
     from bnfold.fold import fold_model
 
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
     result = fold_model(model, strict_inputs=strict_inputs, store=getattr(spill, "store", None))
     # Every decision, skips included: a model with nothing to fold is written unchanged and this says why.
-    for line in _plan_lines(result):
+    for line in _plan_lines(result, planned=dry_run):
         echo(line)
-    echo(result.summary())
+    echo(result.summary(planned=dry_run))
     outcomes = None
     if keras_source is not None:
         outcomes = keras_layer_outcomes(_keras_batchnorm_scopes(keras_source[0]), result.decisions,
@@ -167,7 +181,12 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
         report["keras_batchnorm_layers"] = outcomes
     report.update({"input": str(model_in), "output": None if dry_run else str(model_out)})
     ok = True
-    if not dry_run:
+    gate = _gate(result, fail_on_skip)
+    if gate is not None:
+        report["fail_on_skip"] = gate
+        echo(f"{gate}: {model_out} not written" if not dry_run else gate)
+        ok = False
+    elif not dry_run:
         progress(f"writing {model_out}")
         # Nothing folded: the output is the input, byte for byte.
         staged = io.StagedModel(model, model_out, external_data=external,

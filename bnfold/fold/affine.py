@@ -127,8 +127,13 @@ def _batchnorm(node: ir.Node, consts: ConstantResolver) -> Affine:
                       "scale, B, mean or var is computed at run time (a graph input or an input-dependent op)")
     eps = bn_epsilon(node)
     gamma, beta, mean, var = (p.array.astype(np.float64).reshape(-1) for p in params)
-    if not all(np.isfinite(a).all() for a in (gamma, beta, mean, var)) or (var + eps <= 0).any():
-        raise Refusal(R.DEGENERATE_STATISTICS)
+    bad = [f"{int((~np.isfinite(a)).sum())} non-finite {name}" for name, a in
+           (("scale", gamma), ("B", beta), ("mean", mean), ("var", var)) if not np.isfinite(a).all()]
+    if (var + eps <= 0).any():
+        bad.append(f"var + epsilon <= 0 in {int((var + eps <= 0).sum())} channel(s) (min var {np.nanmin(var):g})")
+    if bad:
+        # the model itself outputs NaN there: worth a gate (--fail-on-skip degenerate-statistics), see BN008
+        raise Refusal(R.DEGENERATE_STATISTICS, "; ".join(bad) + ": the model's output is not finite in those channels")
     s = gamma / np.sqrt(var + eps)
     return Affine(node, 0, s, beta - mean * s, True, any(p.overridable for p in params))
 

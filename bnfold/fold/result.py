@@ -92,22 +92,25 @@ class FoldResult:
     def skipped(self) -> list[Decision]:
         return [d for d in self.decisions if d.outcome == SKIPPED]
 
-    def summary(self) -> str:
+    def summary(self, *, planned: bool = False) -> str:
+        """One line of totals; `planned` words it as a plan (a dry run folds nothing)."""
         bns = self.of_op("BatchNormalization")
         folded_bn = [d for d in bns if d.outcome == FOLDED]
         into = Counter(f"{d.direction} into {d.partner_op}" for d in folded_bn)
         parts = ", ".join(f"{n} {k}" for k, n in sorted(into.items(), key=lambda kv: -kv[1]))
-        line = f"folded {len(folded_bn)}/{len(bns)} BatchNormalization"
+        line = f"{'would fold' if planned else 'folded'} {len(folded_bn)}/{len(bns)} BatchNormalization"
         if parts:
             line += f": {parts}"
         others = [d for d in self.decisions if d.op_type != "BatchNormalization"]
         if others:
             line += f"; {sum(d.outcome == FOLDED for d in others)}/{len(others)} affine Mul/Add/Sub/Div"
         skipped = Counter(d.reason for d in self.skipped)
-        line += f"; {len(self.skipped)} skipped"
+        line += f"; {len(self.skipped)} {'would be ' if planned else ''}skipped"
         if skipped:
             line += " (" + ", ".join(f"{n} {r}" for r, n in skipped.most_common()) + ")"
         line += f"; {self.nodes_before} → {self.nodes_after} nodes"
+        if planned:
+            line += "; nothing written (--dry-run)"
         return line
 
     def to_json(self) -> dict:
