@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -118,7 +119,10 @@ def test_wrong_weight_is_a_mismatch_of_the_exact_size(tmp_path):
     assert (y1.max_abs, y1.scale, y1.error, y1.max_rel, y1.ok) == (3.0, 12.0, 0.25, 0.25, False)  # 0.5*|-6| of 2*6
     assert (y2.max_abs, y2.ok) == (0.0, True)
     assert result.max_abs == 3.0
-    lines = result.render().splitlines()
+    inputs, notes, lines = result.render().splitlines()[:1], result.render().splitlines()[1:2], \
+        result.render().splitlines()[2:]
+    assert inputs == ["input  x 2x3 float32: from x.npz"]
+    assert notes == ["note: --inputs x.npz is one batch: --batches 7 does not apply"]
     assert lines[0] == LEGEND
     assert lines[1] == "output  max|A|    error     noise     limit"
     assert lines[2] == f"y1      1.2e+01   2.5e-01   {y1.noise:.1e}   {y1.limit:.1e}   FAIL"
@@ -244,6 +248,8 @@ def test_fp32_pair_differing_by_1e_3_fails_by_default_and_passes_with_given_tole
     assert (out.criterion, out.rtol, out.atol, out.noise) == ("tolerance", 0.0, 2e-3, None)
     assert out.max_abs == pytest.approx(1e-3, rel=1e-3)
     lines = result.render().splitlines()
+    assert lines[0] == "input  x 4x3 float32: random N(0, 1)"  # a fixed shape: nothing chosen, no note
+    lines = lines[1:]
     assert lines[:2] == ["elementwise check: |B - A| <= atol + rtol * |A|  (A: reference, B: candidate)",
                          "output  max|A|    max abs   max rel   rtol      atol"]
     assert lines[2].startswith("y       ") and lines[2].endswith("0.0e+00   2.0e-03   ok")
@@ -323,7 +329,7 @@ def test_output_shape_change_is_a_failure_not_a_crash(tmp_path):
     result = verify_models(a, b)
     assert not result.ok
     assert (result.outputs[0].error, result.outputs[0].note) == (float("inf"), "shape (4, 3) vs (3, 4)")
-    assert result.render().splitlines()[2] == (
+    assert result.render().splitlines()[3] == (
         "y       0.0e+00   inf       0.0e+00   9.5e-07   FAIL: shape (4, 3) vs (3, 4)")
 
 
@@ -522,3 +528,31 @@ def test_help_does_not_import_onnxruntime_or_onnx_ir():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False False"
+
+
+def _conv_on_a_dynamic_image(path: Path, channels: int = 3) -> Path:
+    w = numpy_helper.from_array(np.full((2, channels, 3, 3), 0.1, np.float32), "w")
+    return save_model(path, [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+                      [tensor("x", FLOAT, ["N", "C", "H", "W"])], [tensor("y", FLOAT, ["N", 2, "OH", "OW"])], [w])
+
+
+def test_dynamic_dims_are_inferred_from_the_graph_and_said(tmp_path):
+    # every dim symbolic: the channels come from the Conv weight, the image gets a size its kernel fits
+    a = _conv_on_a_dynamic_image(tmp_path / "a.onnx")
+    result = verify_models(a, a)
+    assert result.ok
+    assert result.inputs == ["x 1x3x32x32 float32: random N(0, 1)"]
+    assert result.notes == ["input 'x': dynamic N = 1 (nothing in the graph fixes it), C = 3 (the channels of Conv "
+                            "'conv'), H = 32 (an image size for its Conv), W = 32 (an image size for its Conv) "
+                            "(pass --shape x=1x3x32x32 to choose)"]
+    given = verify_models(a, a, shapes={"x": (2, 3, 8, 8)})
+    assert (given.inputs, given.notes) == (["x 2x3x8x8 float32: random N(0, 1)"], [])
+
+
+def test_integer_indices_into_a_gather_stay_inside_its_table(tmp_path):
+    table = numpy_helper.from_array(np.arange(15, dtype=np.float32).reshape(5, 3), "table")
+    a = save_model(tmp_path / "a.onnx", [helper.make_node("Gather", ["table", "ids"], ["y"], name="embed")],
+                   [tensor("ids", TensorProto.INT64, [64])], [tensor("y", FLOAT, [64, 3])], [table])
+    result = verify_models(a, a, batches=5)
+    assert result.ok  # indices from [0, 10) would be out of range for 5 rows: onnxruntime would refuse them
+    assert result.inputs == ["ids 64 int64: random integers in [0, 5), the rows of the table Gather 'embed' reads"]

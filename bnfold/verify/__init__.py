@@ -18,7 +18,7 @@ from pathlib import Path
 from bnfold.errors import InputError
 from bnfold.verify.criterion import (CEILING, EXACT, FLOOR_ULPS, MAX_NOISE_RUNS, NOISE, NOISE_FACTOR, NOISE_SAMPLES,
                                      TOLERANCE, Comparison, Tally, default_tolerances)
-from bnfold.verify.inputs import load_npz, make_inputs
+from bnfold.verify.inputs import describe_inputs, input_hints, load_npz, make_inputs
 from bnfold.verify.runtime import OpenModel, first_line, run
 
 __all__ = ["CEILING", "Checkpoint", "Comparison", "VerifyResult", "default_tolerances", "make_inputs",
@@ -40,6 +40,8 @@ class VerifyResult:
     batches: int
     layers: list[Comparison] = field(default_factory=list)
     noise_runs: int = 0  # how many runs of the reference with its weights rounded once more
+    inputs: list[str] = field(default_factory=list)  # what each input was fed (shape, dtype, values)
+    notes: list[str] = field(default_factory=list)  # choices the user did not make (dynamic dims, batches)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +58,7 @@ class VerifyResult:
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "batches": self.batches, "criterion": self.criterion, "noise_runs": self.noise_runs,
+                "inputs": self.inputs, "notes": self.notes,
                 "outputs": [c.to_json() for c in self.outputs], "layers": [c.to_json() for c in self.layers]}
 
     def render(self) -> str:
@@ -67,6 +70,7 @@ class VerifyResult:
             lines = [f"error = max|B - A| / max|A| (A: reference, B: candidate); noise: the same for A with its "
                      f"weights rounded once more; limit = {NOISE_FACTOR:g} x noise + {FLOOR_ULPS:g} eps"]
             header = ("max|A|", "error", "noise", "limit")
+        lines = [f"input  {line}" for line in self.inputs] + [f"note: {note}" for note in self.notes] + lines
         width = max([len("output"), *(len(c.name) for c in self.outputs)])
         lines.append(f"{'output':<{width}}  " + "  ".join(f"{h:<8}" for h in header).rstrip())
         lines += [f"{c.name:<{width}}  {_row(c)}" for c in self.outputs]
@@ -117,10 +121,16 @@ def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[
 
     if inputs_npz is not None:
         feed_batches = [load_npz(Path(inputs_npz), ref, first_line)]
+        described = [f"{name} {'x'.join(map(str, a.shape)) or 'scalar'} {a.dtype.name}: from {Path(inputs_npz).name}"
+                     for name, a in feed_batches[0].items()]
+        notes = [f"--inputs {Path(inputs_npz).name} is one batch: --batches {batches} does not apply"] \
+            if batches > 1 else []
         batches = 1
     else:
+        hints = input_hints(ref_model.proto)
+        described, notes = describe_inputs(ref, shapes, hints)
         # one batch at a time: large inputs times many batches need not all sit in memory
-        feed_batches = (make_inputs(ref, shapes, seed, batch) for batch in range(batches))
+        feed_batches = (make_inputs(ref, shapes, seed, batch, hints) for batch in range(batches))
 
     ref_names, cand_names = set(_names(ref)), set(_names(cand))
     outputs = [Tally(name, rtol=rtol, atol=atol) for name in ref_model.output_names]
@@ -144,7 +154,7 @@ def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[
                 tally.add_noise(want[ref_name], shaken[ref_name])
     ref_model.release()
     return VerifyResult([t.result() for t in outputs], count, [t.result() for _, t in layers],
-                        noise_runs=len(noisy))
+                        noise_runs=len(noisy), inputs=described, notes=notes)
 
 
 def _names(session) -> list[str]:
