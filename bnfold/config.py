@@ -15,11 +15,13 @@
 
 Keys may live in `[tool.bnfold]` or `[tool.bnfold.lint]`; both are read and `lint` wins for a key set in
 both. An explicit `--config FILE` named pyproject.toml is read the same way; any other file name (e.g.
-bnfold.toml) holds the same keys at its top level and/or in a `[lint]` table.
+bnfold.toml) holds the same keys at its top level and/or in a `[lint]` table, or in `[tool.bnfold]` tables
+as a pyproject.toml does.
 
-Discovery (no `--config`): from the linted file's folder (or the folder itself) upward, the first
-pyproject.toml that has a `[tool.bnfold]` table; a pyproject.toml without one is skipped. None found, or
-`isolated`: defaults.
+Discovery (no `--config`): from the linted file's folder (or the folder itself) upward, the first folder
+with a `bnfold.toml` or `.bnfold.toml` (keys at the top level or in `[lint]`), or a pyproject.toml that has a
+`[tool.bnfold]` table; a pyproject.toml without one is skipped. None found, or `isolated`: defaults. Globs
+(per-file-ignores, exclude) are relative to the folder of the file the settings came from.
 
 Every problem (unreadable file, invalid TOML, unknown key, wrong type or value) is an `InputError` naming
 the key and the file, printed as one line.
@@ -114,29 +116,40 @@ def load_config(start: Path, *, config_file: Path | None = None, isolated: bool 
         if not path.is_file():
             raise InputError(f"{path}: config file not found")
         data = _read_toml(path)
-        if path.name == "pyproject.toml":
-            tool = data.get("tool", {})
+        tool = data.get("tool")
+        if path.name == "pyproject.toml" or (isinstance(tool, dict) and "bnfold" in tool):
+            # a pyproject-style file under another name: its [tool.bnfold] tables
             table = tool.get("bnfold", {}) if isinstance(tool, dict) else {}
             return _parse(table, path, "tool.bnfold")
         return _parse(data, path, None)
     found = find_pyproject(Path(start))
     if found is None:
         return Config()
-    path, table = found
-    return _parse(table, path, "tool.bnfold")
+    path, table, section = found
+    return _parse(table, path, section)
 
 
-def find_pyproject(start: Path) -> tuple[Path, object] | None:
-    """The nearest pyproject.toml at or above `start` with a [tool.bnfold] table, and that table."""
+# Looked for in each folder, in this order (as ruff prefers ruff.toml / .ruff.toml to pyproject.toml)
+CONFIG_NAMES = ("bnfold.toml", ".bnfold.toml", "pyproject.toml")
+
+
+def find_pyproject(start: Path) -> tuple[Path, object, str | None] | None:
+    """The nearest config at or above `start`: a bnfold.toml or .bnfold.toml (its keys at the top level), or a
+    pyproject.toml with a [tool.bnfold] table; with the table to read and its section name."""
     folder = Path(os.path.abspath(start))
     if not folder.is_dir():
         folder = folder.parent
     for candidate in (folder, *folder.parents):
-        path = candidate / "pyproject.toml"
-        if path.is_file():
-            tool = _read_toml(path).get("tool")
+        for name in CONFIG_NAMES:
+            path = candidate / name
+            if not path.is_file():
+                continue
+            data = _read_toml(path)
+            if name != "pyproject.toml":
+                return path, data, None
+            tool = data.get("tool")
             if isinstance(tool, dict) and "bnfold" in tool:
-                return path, tool["bnfold"]
+                return path, tool["bnfold"], "tool.bnfold"
     return None
 
 
@@ -257,15 +270,16 @@ def _convert(key: str, value: object, label: str, codes: tuple[str, ...]):
 
 
 def _path_candidates(path: str, root: Path | None) -> list[str]:
-    """The finding's path as given and relative to the config root (when under it), POSIX separators."""
-    candidates = [PurePath(path).as_posix()]
+    """The path a glob is matched against: relative to the config file's folder (POSIX separators), so the
+    same file matches the same globs from any working directory and spelled any way; as given only for a
+    file outside that folder."""
     if root is not None:
         absolute = Path(os.path.realpath(path))
         try:
-            candidates.append(absolute.relative_to(Path(os.path.realpath(root))).as_posix())
+            return [absolute.relative_to(Path(os.path.realpath(root))).as_posix()]
         except ValueError:
             pass
-    return candidates
+    return [PurePath(path).as_posix()]
 
 
 def _path_matches(glob: str, candidates: list[str]) -> bool:

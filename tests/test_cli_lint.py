@@ -814,3 +814,37 @@ def test_pre_commit_hook_definition():
             if files.group(1)[0] == '"':
                 value = value.replace("\\\\", "\\")
         assert value == r"\.(onnx|keras|h5|hdf5)$", value
+
+
+# --------------------------------------------------------------------------------------------------------
+# config files and globs, as ruff reads them
+
+
+def test_per_file_ignores_match_the_same_file_from_any_folder_and_spelling(tmp_path, monkeypatch):
+    (model,) = copy_models(tmp_path / "sub" / "legacy", BN001_SAMPLE)
+    write_pyproject(tmp_path, '[tool.bnfold.lint]\nper-file-ignores = {"sub/legacy/*.onnx" = ["BN001"]}\n')
+    spellings = {tmp_path: "sub/legacy/bn001_redundant_bias.onnx", tmp_path / "sub": "legacy/bn001_redundant_bias.onnx",
+                 tmp_path / "sub" / "legacy": "bn001_redundant_bias.onnx"}
+    for cwd, relative in spellings.items():
+        monkeypatch.chdir(cwd)
+        for spelled in (relative, str(model)):
+            assert codes_of(lint_json(spelled)) == {"BN009"}, (cwd, spelled)
+    # a glob is relative to the config folder, not to where bnfold runs: legacy/*.onnx names no file here
+    write_pyproject(tmp_path, '[tool.bnfold.lint]\nper-file-ignores = {"legacy/*.onnx" = ["BN001"]}\n')
+    monkeypatch.chdir(tmp_path / "sub")
+    assert codes_of(lint_json("legacy/bn001_redundant_bias.onnx")) == {"BN001", "BN009"}
+
+
+@pytest.mark.parametrize("name", ["bnfold.toml", ".bnfold.toml"])
+def test_a_bnfold_toml_is_found_and_wins_over_pyproject(tmp_path, name):
+    (model,) = copy_models(tmp_path, BN001_SAMPLE)
+    write_pyproject(tmp_path, '[tool.bnfold.lint]\nselect = ["BN009"]\n')
+    (tmp_path / name).write_text('[lint]\nselect = ["BN001"]\n', encoding="utf-8")
+    assert codes_of(lint_json(model)) == {"BN001"}
+
+
+def test_config_file_with_pyproject_style_tables(tmp_path):
+    (model,) = copy_models(tmp_path, BN001_SAMPLE)
+    other = tmp_path / "other.toml"
+    other.write_text('[tool.bnfold.lint]\nselect = ["BN009"]\n', encoding="utf-8")
+    assert codes_of(lint_json("--config", other, model)) == {"BN009"}

@@ -36,7 +36,8 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_rules_registry_is_bn001_to_bn016():
-    assert tuple(sorted(RULES)) == (*CODES, "BN013", "BN014", "BN015", "BN016")  # CODES: the universe the selector tests use
+    # CODES: the universe the selector tests use
+    assert tuple(sorted(RULES)) == (*CODES, "BN013", "BN014", "BN015", "BN016")
 
 
 def test_default_select_is_all():
