@@ -55,7 +55,25 @@ def _verify_options(func):
 
 
 class _Group(click.Group):
-    """Turns a BnfoldError into one line on stderr and exit code 2 (the traceback only with --debug)."""
+    """Every error is one line, `error: ...`, on stderr: a BnfoldError (exit 2; the traceback only with
+    --debug), and click's usage errors too (exit 2, pointing at --help instead of printing the usage)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else (prog_name or "bnfold")
+            click.echo(f"error: {exc.format_message().rstrip('.')} (see `{where} --help`)", err=True)
+            sys.exit(EXIT_ERROR)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -70,7 +88,7 @@ class _UserError(click.ClickException):
     exit_code = EXIT_ERROR
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="bnfold", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bnfold")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
 @click.pass_context
@@ -79,7 +97,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-@cli.command()
+@cli.command(short_help="Fold BatchNormalization into its neighbours; write the verified model.")
 @click.argument("model_in", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("model_out", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--in-place", is_flag=True, help="Allow OUT to be IN (or omit OUT) and overwrite it.")
@@ -126,7 +144,7 @@ def fold(model_in: Path, model_out: Path | None, in_place: bool, dry_run: bool, 
         sys.exit(EXIT_FAILED)
 
 
-@cli.command()
+@cli.command(short_help="Check that two models compute the same outputs in onnxruntime.")
 @click.argument("reference", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_verify_options
@@ -199,7 +217,7 @@ def lint(paths: tuple[Path, ...], select: tuple[str, ...], ignore: tuple[str, ..
         sys.exit(code)
 
 
-@cli.command()
+@cli.command(short_help="List the lint rules, or print one rule's page.")
 @click.argument("rule_id", metavar="[RULE]", required=False)
 def rule(rule_id: str | None) -> None:
     """List the lint rules, or print the page of one, by code or name (`bnfold rule BN009`, `bnfold rule

@@ -151,7 +151,7 @@ def test_out_equal_to_in_is_refused_without_in_place(tmp_path, monkeypatch, spel
     assert result.exit_code == 2, result.output
     lines = stderr_lines(result)
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ") and "--in-place" in lines[0]
+    assert lines[0].startswith("error: ") and "--in-place" in lines[0]
     assert "Traceback" not in result.output
     assert model.read_bytes() == original
     expected = ["in.onnx", "link.onnx"] if spelling == "symlink" else ["in.onnx"]
@@ -343,7 +343,7 @@ def test_report_into_missing_folder_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 2, result.output
-    error_lines = [line for line in stderr_lines(result) if line.startswith("Error")]
+    error_lines = [line for line in stderr_lines(result) if line.startswith("error: ")]
     assert len(error_lines) == 1 and "nope" in error_lines[0]
 
 
@@ -435,7 +435,7 @@ def test_out_in_missing_folder(tmp_path):
     result = invoke("fold", RESNET, out)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    error_lines = [line for line in stderr_lines(result) if line.startswith("Error")]
+    error_lines = [line for line in stderr_lines(result) if line.startswith("error: ")]
     assert len(error_lines) == 1 and "does not exist" in error_lines[0]
     assert not (tmp_path / "nope").exists()
 
@@ -469,7 +469,7 @@ def test_model_onnxruntime_cannot_run(tmp_path):
 
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    error_lines = [line for line in stderr_lines(result) if line.startswith("Error")]
+    error_lines = [line for line in stderr_lines(result) if line.startswith("error: ")]
     assert len(error_lines) == 1 and "--no-verify" in error_lines[0]
     assert not out.exists()
     assert sorted(os.listdir(tmp_path)) == ["in.onnx"]

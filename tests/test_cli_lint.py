@@ -848,3 +848,22 @@ def test_config_file_with_pyproject_style_tables(tmp_path):
     other = tmp_path / "other.toml"
     other.write_text('[tool.bnfold.lint]\nselect = ["BN009"]\n', encoding="utf-8")
     assert codes_of(lint_json("--config", other, model)) == {"BN009"}
+
+
+@pytest.mark.parametrize("args, line", [
+    (["fold"], "error: Missing argument 'IN' (see `bnfold fold --help`)"),
+    (["verify", str(CLASSIC)], "error: Missing argument 'CANDIDATE' (see `bnfold verify --help`)"),
+    (["lint"], "error: Missing argument 'PATHS...' (see `bnfold lint --help`)"),
+    (["lint", "--format", "xml", "m.onnx"], "error: Invalid value for '--format': 'xml' is not one of 'text', "
+                                            "'json', 'sarif', 'github', 'markdown' (see `bnfold lint --help`)"),
+])
+def test_every_usage_error_is_one_line_in_one_style(args, line):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [line]
+
+
+def test_help_lists_every_command_with_a_whole_sentence():
+    rows = invoke("--help").stdout.split("Commands:", 1)[1].strip().splitlines()
+    assert [row.split()[0] for row in rows] == ["fold", "lint", "rule", "verify"]
+    assert all(row.rstrip().endswith(".") and "..." not in row for row in rows)

@@ -86,7 +86,7 @@ def test_no_model_found_is_an_error_not_a_pass(tmp_path):
     result = lint(tmp_path / "empty")
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        f"Error: no model files in {tmp_path / 'empty'} (looked for *.onnx, *.keras, *.h5, *.hdf5, skipping "
+        f"error: no model files in {tmp_path / 'empty'} (looked for *.onnx, *.keras, *.h5, *.hdf5, skipping "
         "hidden folders, virtualenvs, build output, git-ignored and excluded paths)"]
 
 
@@ -148,6 +148,6 @@ def test_an_onnx_ml_model_lints_clean_and_fold_says_why_it_cannot(tmp_path):
     folded = CliRunner().invoke(cli, ["fold", str(model), str(tmp_path / "out.onnx")])
     assert folded.exit_code == 2
     assert folded.output.strip().splitlines() == [
-        f"Error: {model}: cannot be read as an ONNX graph: Map types are not supported yet. Please contribute by "
+        f"error: {model}: cannot be read as an ONNX graph: Map types are not supported yet. Please contribute by "
         "creating a PR at https://github.com/onnx/onnx-ir."]
     assert not (tmp_path / "out.onnx").exists()

@@ -81,14 +81,14 @@ def test_verify_candidate_must_be_onnx(tmp_path):
     result = CliRunner().invoke(cli, ["verify", str(SAMPLES / "seed_mlp.keras"), str(SAMPLES / "seed_mlp.h5")])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: seed_mlp.h5 is a Keras model: `bnfold verify` needs ONNX here "
+        "error: seed_mlp.h5 is a Keras model: `bnfold verify` needs ONNX here "
         "(`bnfold fold seed_mlp.h5 OUT.onnx` converts and folds it)"]
 
 
 def test_keras_fold_writes_onnx_only(tmp_path):
     result = CliRunner().invoke(cli, ["fold", str(SAMPLES / "seed_mlp.keras"), str(tmp_path / "out.keras")])
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("Error: seed_mlp.keras is a Keras model: it folds into a new ONNX file, "
+    assert result.stderr.strip() == ("error: seed_mlp.keras is a Keras model: it folds into a new ONNX file, "
                                      "so OUT must end in .onnx")
 
 
@@ -159,7 +159,7 @@ def test_lambda_layer_code_is_never_run(tmp_path):
     result = CliRunner().invoke(cli, ["fold", str(path), str(tmp_path / "out.onnx")])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "Error: lambda.keras has Lambda layers (evil) whose code TensorFlow would run to load it; "
+        "error: lambda.keras has Lambda layers (evil) whose code TensorFlow would run to load it; "
         "pass --unsafe-keras if you trust the file")
     assert not marker.exists() and not (tmp_path / "out.onnx").exists()
 

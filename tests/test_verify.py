@@ -489,7 +489,7 @@ def test_cli_verify_custom_op_exits_2_with_one_line(tmp_path):
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("Error: onnxruntime cannot run custom.onnx: ")
+    assert lines[0].startswith("error: onnxruntime cannot run custom.onnx: ")
     assert "--no-verify" not in lines[0]
 
 
