@@ -68,8 +68,14 @@ class Baseline:
     def __len__(self) -> int:
         return sum(self.entries.values())
 
-    def filter(self, findings: Iterable) -> tuple[list, int]:
+    def filter(self, findings: Iterable, checked: Iterable[str] = ()) -> tuple[list, int]:
         """(findings not in the baseline, in order; how many were hidden)."""
+        kept, hidden, _ = self.match(findings, checked)
+        return kept, hidden
+
+    def match(self, findings: Iterable, checked: Iterable[str] = ()) -> tuple[list, int, list[Key]]:
+        """(findings not in the baseline, in order; how many were hidden; the stale entries: those of a file
+        in `checked` that no finding matched any more, fixed since the baseline was written)."""
         folder = self.path.parent
         remaining = Counter(self.entries)
         kept, hidden = [], 0
@@ -84,7 +90,10 @@ class Baseline:
                 hidden += 1
             else:
                 kept.append(finding)
-        return kept, hidden
+        linted = {normalize_path(path, folder) for path in checked}
+        stale = sorted(key for key, left in remaining.items() if left > 0 and key[1] in linted
+                       for _ in range(left))
+        return kept, hidden, stale
 
 
 def load_baseline(path: Path) -> Baseline:

@@ -867,3 +867,29 @@ def test_help_lists_every_command_with_a_whole_sentence():
     rows = invoke("--help").stdout.split("Commands:", 1)[1].strip().splitlines()
     assert [row.split()[0] for row in rows] == ["fold", "lint", "rule", "verify"]
     assert all(row.rstrip().endswith(".") and "..." not in row for row in rows)
+
+
+def test_baseline_says_when_its_entries_went_stale(tmp_path, monkeypatch):
+    (model,) = copy_models(tmp_path, BN001_SAMPLE)
+    monkeypatch.chdir(tmp_path)
+    assert lint("--isolated", "--write-baseline", "b.json", model.name).exit_code == 0
+    assert invoke("fold", model.name, "--in-place").exit_code == 0  # folding fixes both findings
+    result = lint("--isolated", "--baseline", "b.json", model.name)
+    assert result.exit_code == 0, result.output
+    assert stderr_lines(result) == [
+        "2 baseline entries match no finding any more (BN001 on conv1 in bn001_redundant_bias.onnx, BN009 on bn1 "
+        "in bn001_redundant_bias.onnx): fixed; `--write-baseline b.json` drops them"]
+
+
+def test_statistics_in_json_and_refused_where_it_has_no_place():
+    document = lint_json("--isolated", "--statistics", CLASSIC)
+    assert document["statistics"] == [
+        {"code": "BN001", "name": "redundant-bias-before-batchnorm", "severity": "warning", "count": 3},
+        {"code": "BN002", "name": "batchnorm-before-softmax", "severity": "warning", "count": 1},
+        {"code": "BN009", "name": "unfolded-batchnorm", "severity": "info", "count": 1}]
+    assert "statistics" not in lint_json("--isolated", CLASSIC)
+    for fmt in ("sarif", "github"):
+        result = lint("--isolated", "--statistics", "--format", fmt, CLASSIC)
+        assert result.exit_code == 2
+        assert result.stderr.strip() == (f"error: --statistics has no place in the {fmt} format (it applies to "
+                                         "text, markdown and json)")

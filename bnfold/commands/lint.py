@@ -63,6 +63,8 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
     from bnfold.io import write_text_atomic
     from bnfold.lint import RULES
 
+    if statistics and fmt in ("sarif", "github"):
+        raise InputError(f"--statistics has no place in the {fmt} format (it applies to text, markdown and json)")
     start = paths[0] if paths[0].is_dir() else paths[0].parent
     config = load_config(start, config_file=config_file, isolated=isolated)
     codes = config.rule_codes(select=list(select) or None, ignore=ignore, extend_select=extend_select)
@@ -71,8 +73,9 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
     findings, checked, errors = _lint_all(files, codes, config.options(), jobs)
     findings = apply(findings, config, codes)
     hidden = 0
+    stale: list = []
     if baseline is not None:
-        findings, hidden = load_baseline(baseline).filter(findings)
+        findings, hidden, stale = load_baseline(baseline).match(findings, [str(f) for f in checked])
     if write_baseline is not None:
         save_baseline(write_baseline, findings)
         click.echo(f"wrote {len(findings)} findings to baseline {write_baseline}", err=True)
@@ -85,6 +88,11 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
         click.echo(text, nl=not text.endswith("\n"))
     if hidden:
         click.echo(f"{hidden} findings hidden by baseline {baseline}", err=True)
+    if stale:
+        shown = ", ".join(f"{code} on {node} in {path}" for code, path, _graph, node in stale[:3])
+        click.echo(f"{len(stale)} baseline entries match no finding any more ({shown}"
+                   f"{', ...' if len(stale) > 3 else ''}): fixed; `--write-baseline {baseline}` drops them",
+                   err=True)
     for error in errors.values():
         click.echo(f"error: {error}", err=True)
     if errors:

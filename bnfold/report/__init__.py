@@ -31,7 +31,8 @@ def render(findings: list[Finding], fmt: str, *, rules: dict[str, RuleInfo], fil
     """The report of `findings` on the models `files`, in format `fmt` (one of FORMATS).
 
     `rules` maps every selected rule code to its RuleInfo (SARIF lists them all, Markdown links them).
-    `statistics` adds per-rule counts to the text and Markdown reports; the other formats ignore it.
+    `statistics` adds per-rule counts to the text, Markdown and JSON reports (the CLI refuses it for the
+    others).
     `errors` maps each model that could not be read to why: every format reports them (the text report
     counts them in its summary; the lines themselves go to stderr).
     """

@@ -22,6 +22,7 @@ Schema, version 1 (keys always present, in this order; indent 2, one trailing ne
           "graph": ""                   # "" for the main graph, else the subgraph's name
         }
       ],
+      "statistics": [...],              # only with --statistics: {"code", "name", "severity", "count"} per rule
       "errors": [                       # the models that could not be read (also listed in "files")
         {"path": "b.onnx", "message": "not a readable ONNX model (DecodeError)"}
       ]
@@ -34,7 +35,7 @@ import json
 from typing import TYPE_CHECKING
 
 from bnfold import __version__
-from bnfold.report._common import all_files, error_text, severity_counts
+from bnfold.report._common import all_files, error_text, rule_statistics, severity_counts
 
 if TYPE_CHECKING:
     from bnfold.lint.finding import Finding, RuleInfo
@@ -53,4 +54,7 @@ def render(findings: list[Finding], *, rules: dict[str, RuleInfo], files: list[s
         "findings": [f.to_json() for f in findings],
         "errors": [{"path": path, "message": error_text(path, message)} for path, message in (errors or {}).items()],
     }
+    if statistics:  # --statistics: counts per rule, most frequent first
+        document["statistics"] = [{"code": code, "name": name, "severity": severity, "count": count}
+                                  for count, code, name, severity in rule_statistics(findings)]
     return json.dumps(document, indent=2) + "\n"
