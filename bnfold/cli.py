@@ -98,8 +98,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command(short_help="Fold BatchNormalization into its neighbours; write the verified model.")
-@click.argument("model_in", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("model_out", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.argument("paths", metavar="IN [OUT]", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Fold every model of the IN files and folders into this folder, mirroring their tree.")
+@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1),
+              help="With --out-dir: fold this many models at once.")
 @click.option("--in-place", is_flag=True, help="Allow OUT to be IN (or omit OUT) and overwrite it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -115,32 +118,48 @@ def cli(ctx: click.Context, debug: bool) -> None:
               help="Exit 1 and write nothing when a BatchNormalization is skipped for one of these reason codes "
                    "(e.g. degenerate-statistics,training-mode), so fold can gate CI.")
 @_verify_options
-def fold(model_in: Path, model_out: Path | None, in_place: bool, dry_run: bool, report_path: Path | None,
-         strict_inputs: bool, no_verify: bool, force: bool, opset: int, unsafe_keras: bool,
+def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: bool, dry_run: bool,
+         report_path: Path | None, strict_inputs: bool, no_verify: bool, force: bool, opset: int, unsafe_keras: bool,
          fail_on_skip: tuple[str, ...], shapes: tuple[str, ...], inputs_npz: Path | None, batches: int, seed: int,
          rtol: float | None, atol: float | None) -> None:
     """Fold inference-mode BatchNormalization in IN into its neighbours and write OUT.
 
     The result is verified against IN with onnxruntime; a model that fails verification is not written.
+    With --out-dir, every IN is a model file or a folder of them, each folded into OUT-DIR.
     """
-    from bnfold.commands.fold import run_fold
     from bnfold.fold.result import REASONS
     from bnfold.lint.select import split_selectors
 
-    if model_out is None and not (in_place or dry_run):
-        raise click.UsageError("missing OUT (or pass --in-place to overwrite IN)")
     gates = frozenset(split_selectors(fail_on_skip))
     unknown = sorted(gates - set(REASONS))
     if unknown:
         raise click.BadParameter(f"unknown reason {', '.join(unknown)} (one of {', '.join(REASONS)})",
                                  param_hint="--fail-on-skip")
-    ok = run_fold(
-        model_in, model_out or model_in, in_place=in_place, dry_run=dry_run, report_path=report_path,
-        strict_inputs=strict_inputs, verify=not no_verify, force=force, shapes=_parse_shapes(shapes),
-        inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol, opset=opset,
-        unsafe_keras=unsafe_keras, fail_on_skip=gates,
-    )
-    if not ok:
+    options = dict(dry_run=dry_run, strict_inputs=strict_inputs, verify=not no_verify, force=force,
+                   shapes=_parse_shapes(shapes), inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol,
+                   atol=atol, opset=opset, unsafe_keras=unsafe_keras, fail_on_skip=gates)
+    if not paths:
+        raise click.UsageError("Missing argument 'IN'")
+    for path in paths if out_dir is not None else paths[:1]:  # without --out-dir the second path is OUT
+        if not path.exists():
+            raise click.BadParameter(f"{path} does not exist", param_hint="'IN'")
+    if out_dir is not None:
+        if in_place or report_path is not None:
+            raise click.UsageError("--out-dir folds many models: --in-place and --report apply to one IN OUT")
+        from bnfold.commands.fold_many import run_fold_many
+
+        code = run_fold_many(paths, out_dir, jobs, options)
+        if code:
+            sys.exit(code)
+        return
+    if len(paths) > 2 or paths[0].is_dir():
+        raise click.UsageError("a folder or several models need --out-dir OUT (IN [OUT] folds one file)")
+    model_in, model_out = paths[0], (paths[1] if len(paths) == 2 else None)
+    if model_out is None and not (in_place or dry_run):
+        raise click.UsageError("missing OUT (or pass --in-place to overwrite IN)")
+    from bnfold.commands.fold import run_fold
+
+    if not run_fold(model_in, model_out or model_in, in_place=in_place, report_path=report_path, **options):
         sys.exit(EXIT_FAILED)
 
 
