@@ -202,6 +202,18 @@ def test_forward_into_padded_conv(padding):
     assert_fold_refused(gb.model(), _feeds((2, C, 6, 6)), "bn", PADDING_FORWARD)
 
 
+def test_an_unnamed_partner_is_named_by_its_output_in_the_reason():
+    # PyTorch 1.x names no node: the detail must not read "Conv '' pads its input"
+    rng = make_rng(30)
+    gb = GraphBuilder()
+    y = gb.node("Relu", [_x(gb, (2, C, 6, 6))], "relu_out", name="relu")
+    y = gb.bn(y, bn_stats(rng, C))
+    _conv(gb, y, rng, cin=C, cout=5, name="", out="Y", pads=[1, 1, 1, 1])
+    gb.output("Y", FLOAT, [2, 5, 6, 6])
+    _, result = fold_copy(gb.model())
+    assert decision(result, "bn").detail == "Conv 'Y' pads its input (pads=[1, 1, 1, 1], auto_pad=NOTSET)"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # channel axis
 

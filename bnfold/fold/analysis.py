@@ -20,7 +20,7 @@ from bnfold.fold import result as R
 from bnfold.fold.affine import Affine, Refusal, as_affine, compose
 from bnfold.fold.constants import ConstantResolver
 from bnfold.fold.layout import follow_channels, is_identity, is_op
-from bnfold.fold.partners import LINEAR_OPS, Layout, Partner, make_partner
+from bnfold.fold.partners import LINEAR_OPS, Layout, Partner, make_partner, node_label
 from bnfold.fold.ranges import range_growth
 from bnfold.fold.shapes import ShapeOracle
 
@@ -28,10 +28,6 @@ PASSTHROUGH_FORWARD = frozenset({"Flatten", "Reshape", "MaxPool", "Identity", "D
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Identity", "Squeeze", "Unsqueeze"})
 # Reasons that say only "nothing linear nearby"; any other reason on the other side is more useful.
 _GENERIC = (R.NO_LINEAR_NEIGHBOUR, R.NONLINEARITY_BETWEEN, R.LAYOUT_OP_BETWEEN)
-
-
-def node_label(node: ir.Node) -> str:
-    return node.name or (node.outputs[0].name if node.outputs else "") or node.op_type
 
 
 @dataclass

@@ -24,6 +24,11 @@ from bnfold.fold.constants import Const, ConstantResolver
 LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
+def node_label(node: ir.Node) -> str:
+    """How reports and decisions name a node: its name, else its first output's (PyTorch 1.x names none)."""
+    return node.name or (node.outputs[0].name if node.outputs else "") or node.op_type
+
+
 def _attr(node: ir.Node, name: str, default):
     attr = node.attributes.get(name)
     return default if attr is None else attr.value
@@ -100,7 +105,7 @@ class Partner:
         if isinstance(auto_pad, bytes):
             auto_pad = auto_pad.decode()
         if any(pads) or auto_pad not in ("NOTSET", "VALID"):
-            raise Refusal(R.PADDING_FORWARD, f"Conv '{self.node.name}' pads its input "
+            raise Refusal(R.PADDING_FORWARD, f"Conv '{node_label(self.node)}' pads its input "
                           f"(pads={list(pads)}, auto_pad={auto_pad})")
 
     def weight64(self) -> np.ndarray:
@@ -173,7 +178,7 @@ class Partner:
         bias_ok = self.bias is None or bool((np.abs(self.bias) <= limit).all())
         if weight_ok and bias_ok:
             return None
-        return (f"the folded {'weight' if not weight_ok else 'bias'} of '{self.node.name}' exceeds the "
+        return (f"the folded {'weight' if not weight_ok else 'bias'} of '{node_label(self.node)}' exceeds the "
                 f"{self.dtype.name} range ({limit:g})")
 
 
@@ -184,18 +189,18 @@ def make_partner(node: ir.Node, consts: ConstantResolver, rank_of: Callable[[ir.
         raise Refusal(R.UNSUPPORTED_PARTNER, f"{op} is not a linear op bnfold can rewrite")
     weight = consts.resolve(node.inputs[1] if len(node.inputs) > 1 else None)
     if weight is None:
-        raise Refusal(R.NON_CONSTANT_PARAMETERS, f"the weight of {op} '{node.name}' is computed at run time")
+        raise Refusal(R.NON_CONSTANT_PARAMETERS, f"the weight of {op} '{node_label(node)}' is computed at run time")
     if op in ("MatMul", "Gemm") and len(weight.shape) != 2:
-        raise Refusal(R.UNSUPPORTED_PARTNER, f"{op} '{node.name}' has a {len(weight.shape)}-D weight")
+        raise Refusal(R.UNSUPPORTED_PARTNER, f"{op} '{node_label(node)}' has a {len(weight.shape)}-D weight")
     dtype = weight.dtype
     if dtype not in FLOAT_TYPES:
-        raise Refusal(R.UNSUPPORTED_DTYPE, f"{op} '{node.name}' has {dtype} weights")
+        raise Refusal(R.UNSUPPORTED_DTYPE, f"{op} '{node_label(node)}' has {dtype} weights")
     overridable = weight.overridable
     bias = None
     if op != "MatMul" and len(node.inputs) > 2 and node.inputs[2] is not None:
         b = consts.resolve(node.inputs[2])
         if b is None:
-            raise Refusal(R.NON_CONSTANT_PARAMETERS, f"the bias of {op} '{node.name}' is computed at run time")
+            raise Refusal(R.NON_CONSTANT_PARAMETERS, f"the bias of {op} '{node_label(node)}' is computed at run time")
         overridable = overridable or b.overridable
         bias = b.array.astype(np.float64)
         if op == "Gemm":

@@ -7,7 +7,7 @@ import numpy as np
 import onnx_ir as ir
 
 from bnfold.fold.analysis import GraphAnalysis, Plan, finalize
-from bnfold.fold.partners import Partner
+from bnfold.fold.partners import Partner, node_label
 from bnfold.fold.result import BACKWARD
 from bnfold.verify import Checkpoint
 
@@ -155,7 +155,7 @@ class _Place:
 
     def __init__(self, partner: Partner, value: ir.Value, graph: ir.Graph) -> None:
         node = partner.node
-        self.label = f"{node.op_type} '{node.name or node.outputs[0].name}'"
+        self.label = f"{node.op_type} '{node_label(node)}'"
         self.original = value.name
         self.uses = [(use.node, use.idx) for use in value.uses()]
         self.output_index = next((i for i, out in enumerate(graph.outputs) if out is value), None)
