@@ -48,6 +48,8 @@ def _verify_options(func):
                           "own rounding noise (the other defaults to 1e-4/1e-5 for fp32, dtype-aware)."),
         click.option("--atol", type=float,
                      help="Compare elementwise with this absolute tolerance (see --rtol)."),
+        click.option("--quiet", "-q", is_flag=True,
+                     help="No progress lines (shown on a terminal, and every 2 s of long work elsewhere)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -121,7 +123,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: bool, dry_run: bool,
          report_path: Path | None, strict_inputs: bool, no_verify: bool, force: bool, opset: int, unsafe_keras: bool,
          fail_on_skip: tuple[str, ...], shapes: tuple[str, ...], inputs_npz: Path | None, batches: int, seed: int,
-         rtol: float | None, atol: float | None) -> None:
+         rtol: float | None, atol: float | None, quiet: bool) -> None:
     """Fold inference-mode BatchNormalization in IN into its neighbours and write OUT.
 
     The result is verified against IN with onnxruntime; a model that fails verification is not written.
@@ -137,7 +139,7 @@ def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: boo
                                  param_hint="--fail-on-skip")
     options = dict(dry_run=dry_run, strict_inputs=strict_inputs, verify=not no_verify, force=force,
                    shapes=_parse_shapes(shapes), inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol,
-                   atol=atol, opset=opset, unsafe_keras=unsafe_keras, fail_on_skip=gates)
+                   atol=atol, opset=opset, unsafe_keras=unsafe_keras, fail_on_skip=gates, quiet=quiet)
     if not paths:
         raise click.UsageError("Missing argument 'IN'")
     for path in paths if out_dir is not None else paths[:1]:  # without --out-dir the second path is OUT
@@ -168,7 +170,7 @@ def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: boo
 @click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_verify_options
 def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz: Path | None, batches: int,
-           seed: int, rtol: float | None, atol: float | None) -> None:
+           seed: int, rtol: float | None, atol: float | None, quiet: bool) -> None:
     """Run REFERENCE and CANDIDATE in onnxruntime on the same inputs and compare every output.
 
     Each output passes when its error, max |CANDIDATE - REFERENCE| / max |REFERENCE|, is within 4x the
@@ -178,12 +180,17 @@ def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz
     from bnfold.keras import is_keras_path, refuse_keras
 
     refuse_keras(candidate, "verify")
+    options = dict(shapes=_parse_shapes(shapes), inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol,
+                   atol=atol)
     if is_keras_path(reference):  # the ONNX candidate against the Keras model it came from, in TensorFlow
-        from bnfold.verify.keras_reference import verify_against_keras as compare
+        from bnfold.verify.keras_reference import verify_against_keras
+
+        result = verify_against_keras(reference, candidate, **options)
     else:
-        from bnfold.verify import verify_models as compare
-    result = compare(reference, candidate, shapes=_parse_shapes(shapes), inputs_npz=inputs_npz,
-                     batches=batches, seed=seed, rtol=rtol, atol=atol)
+        from bnfold.progress import Progress
+        from bnfold.verify import verify_models
+
+        result = verify_models(reference, candidate, progress=Progress(quiet=quiet), **options)
     click.echo(result.render())
     if not result.ok:
         sys.exit(EXIT_FAILED)

@@ -556,3 +556,24 @@ def test_integer_indices_into_a_gather_stay_inside_its_table(tmp_path):
     result = verify_models(a, a, batches=5)
     assert result.ok  # indices from [0, 10) would be out of range for 5 rows: onnxruntime would refuse them
     assert result.inputs == ["ids 64 int64: random integers in [0, 5), the rows of the table Gather 'embed' reads"]
+
+
+def test_progress_lines_per_batch_when_work_is_slow_and_none_when_quiet(tmp_path, capsys):
+    from bnfold.progress import Progress
+
+    a = two_output_model(tmp_path / "a.onnx")
+    verify_models(a, a, batches=3, progress=Progress(always=False, every=0.0))  # every batch counts as slow
+    assert capsys.readouterr().err.splitlines() == [f"verifying: batch {k}/3 done" for k in (1, 2, 3)]
+    verify_models(a, a, batches=3, progress=Progress(always=False))  # a fast run, piped: nothing extra
+    verify_models(a, a, batches=3, progress=Progress(quiet=True, always=True))
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_throttles_to_one_line_per_interval(capsys):
+    from bnfold.progress import Progress
+
+    ticks = iter([0.0, 0.5, 1.9, 2.1, 2.2, 4.2])  # the start, then one reading per line offered
+    progress = Progress(always=False, every=2.0, clock=lambda: next(ticks))
+    for k in range(5):
+        progress(f"stage {k}")
+    assert capsys.readouterr().err.splitlines() == ["stage 2", "stage 4"]

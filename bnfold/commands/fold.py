@@ -13,6 +13,7 @@ import click
 
 from bnfold.errors import InputError, OutputError, RuntimeUnavailable
 from bnfold.fold.ranges import GROWTH_LIMIT
+from bnfold.progress import Progress
 from bnfold.fold.result import FOLDED
 
 # What a Keras BatchNormalization becomes in tf2onnx's ONNX (the Transposes around it only borrow its name)
@@ -46,14 +47,14 @@ def _gate(result, fail_on_skip: frozenset[str]) -> str | None:
 def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
              strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
              seed: int, rtol: float | None, atol: float | None, opset: int = 17, unsafe_keras: bool = False,
-             fail_on_skip: frozenset[str] = frozenset()) -> bool:
+             fail_on_skip: frozenset[str] = frozenset(), quiet: bool = False) -> bool:
     """Returns False when verification failed or --fail-on-skip stopped the fold (exit 1); raises BnfoldError
     for user errors (exit 2)."""
     from bnfold.keras import is_keras_path
 
     options = dict(in_place=in_place, dry_run=dry_run, report_path=report_path, strict_inputs=strict_inputs,
                    verify=verify, force=force, shapes=shapes, inputs_npz=inputs_npz, batches=batches, seed=seed,
-                   rtol=rtol, atol=atol, fail_on_skip=fail_on_skip)
+                   rtol=rtol, atol=atol, fail_on_skip=fail_on_skip, quiet=quiet)
     if not is_keras_path(model_in):
         return _run_onnx(model_in, model_out, **options)
     if not dry_run and (in_place or model_out.suffix.lower() != ".onnx"):
@@ -128,13 +129,13 @@ def _refuse_layer_code(path: Path, allowed: bool) -> None:
 
 def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
               strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
-              seed: int, rtol: float | None, atol: float | None, fail_on_skip: frozenset[str],
+              seed: int, rtol: float | None, atol: float | None, fail_on_skip: frozenset[str], quiet: bool = False,
               keras_source: tuple | None = None) -> bool:
     from bnfold import io
 
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
     # Progress only for a person watching: CI logs and pipes get the summary alone.
-    progress = echo if sys.stderr.isatty() else (lambda text: None)
+    progress = Progress(quiet=quiet)
     progress(f"loading {model_in}")
     for target in ([] if dry_run else [model_out]) + ([report_path] if report_path else []):
         if not target.parent.resolve().is_dir():
@@ -199,7 +200,7 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
                 try:
                     check = verify_models(model_in, staged.path, shapes=shapes, inputs_npz=inputs_npz,
                                           batches=batches, seed=seed, rtol=rtol, atol=atol,
-                                          checkpoints=result.checkpoints)
+                                          checkpoints=result.checkpoints, progress=progress)
                 except RuntimeUnavailable as exc:
                     raise RuntimeUnavailable(f"{exc}; pass --no-verify to skip verification") from exc
                 report["verify"] = check.to_json()

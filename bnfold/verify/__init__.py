@@ -101,7 +101,7 @@ class VerifyResult:
 def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[str, tuple[int, ...]] | None = None,
                   inputs_npz: Path | None = None, batches: int = 3, seed: int = 0,
                   rtol: float | None = None, atol: float | None = None,
-                  checkpoints: Sequence[Checkpoint] = ()) -> VerifyResult:
+                  checkpoints: Sequence[Checkpoint] = (), progress=None) -> VerifyResult:
     """Run both models on the same inputs and judge every output (and every checkpoint) against the
     reference's own rounding noise, or elementwise when rtol/atol are given."""
     if batches < 1:
@@ -152,6 +152,8 @@ def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[
             shaken = run(session, feeds, ref_path)
             for ref_name, _, tally in pairs:
                 tally.add_noise(want[ref_name], shaken[ref_name])
+        if progress is not None:
+            progress(f"verifying: batch {count}/{batches} done")
     ref_model.release()
     return VerifyResult([t.result() for t in outputs], count, [t.result() for _, t in layers],
                         noise_runs=len(noisy), inputs=described, notes=notes)
