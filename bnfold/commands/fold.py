@@ -133,9 +133,7 @@ def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool,
               keras_source: tuple | None = None) -> bool:
     from bnfold import io
 
-    echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
-    # Progress only for a person watching: CI logs and pipes get the summary alone.
-    progress = Progress(quiet=quiet)
+    progress = Progress(quiet=quiet)  # every stage on a terminal; in CI logs only long work (bnfold/progress.py)
     progress(f"loading {model_in}")
     for target in ([] if dry_run else [model_out]) + ([report_path] if report_path else []):
         if not target.parent.resolve().is_dir():
