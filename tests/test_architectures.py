@@ -48,8 +48,8 @@ def test_fold_writes_a_verified_model(exported, tmp_path, name):
     out = tmp_path / f"{name}.folded.onnx"
     result = CliRunner().invoke(cli, ["fold", str(exported[name]), str(out)])
     assert result.exit_code == 0, result.output
-    assert f"folded {folded}/{total} BatchNormalization: {folded} backward into Conv" in result.stderr
-    assert f"verified: 1 output and {layers} folded layers within limits over 3 batches" in result.stderr
+    assert f"folded {folded}/{total} BatchNormalization: {folded} backward into Conv" in result.stdout
+    assert f"verified: 1 output and {layers} folded layers within limits over 3 batches" in result.stdout
     assert out.is_file()
     verify = CliRunner().invoke(cli, ["verify", str(exported[name]), str(out)])
     assert verify.exit_code == 0, verify.output

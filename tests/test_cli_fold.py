@@ -47,6 +47,10 @@ def stderr_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
 
+def stdout_lines(result) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
 def assert_same_outputs(before: Path, after: Path, feeds: dict[str, np.ndarray], rtol=1e-4, atol=1e-5):
     ref, got = ort_run(before, feeds), ort_run(after, feeds)
     assert len(ref) == len(got)
@@ -109,9 +113,9 @@ def test_fold_resnet_block(tmp_path):
     result = invoke("fold", RESNET, out)
 
     assert result.exit_code == 0, result.output
-    assert "folded 5/5 BatchNormalization" in result.stderr
-    assert "verified:" in result.stderr
-    assert f"wrote {out}" in result.stderr
+    assert "folded 5/5 BatchNormalization" in result.stdout
+    assert "verified:" in result.stdout
+    assert f"wrote {out}" in result.stdout
     assert out.is_file()
     assert "BatchNormalization" not in op_types(out)
     # the partner Convs keep their names; the graph keeps its input and output names
@@ -125,11 +129,25 @@ def test_fold_resnet_block(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.onnx"]
 
 
+def test_results_go_to_stdout_and_diagnostics_to_stderr(tmp_path):
+    out = tmp_path / "out.onnx"
+    result = invoke("fold", RESNET, out)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # a short run off a terminal has no progress lines
+    lines = stdout_lines(result)
+    assert lines[5] == "folded 5/5 BatchNormalization: 5 backward into Conv; 0 skipped; 16 nodes become 11"
+    assert lines[-2:] == ["verified: 1 output and 5 folded layers within limits over 3 batches", f"wrote {out}"]
+    refused = invoke("fold", tmp_path / "missing.onnx", tmp_path / "o.onnx")
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert stderr_lines(refused) == [
+        f"error: Invalid value for 'IN': {tmp_path / 'missing.onnx'} does not exist (see `bnfold fold --help`)"]
+
+
 def test_fold_prints_a_plan_line_per_bn(tmp_path):
     result = invoke("fold", RESNET, tmp_path / "out.onnx")
     assert result.exit_code == 0, result.output
     for bn, conv in RESNET_PAIRS.items():
-        assert f"BatchNormalization '{bn}': folded backward into Conv '{conv}'" in result.stderr
+        assert f"BatchNormalization '{bn}': folded backward into Conv '{conv}'" in result.stdout
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -169,7 +187,7 @@ def test_in_place_overwrites_input(tmp_path, with_out):
     result = invoke(*args)
 
     assert result.exit_code == 0, result.output
-    assert "folded 5/5 BatchNormalization" in result.stderr
+    assert "folded 5/5 BatchNormalization" in result.stdout
     assert model.read_bytes() != RESNET.read_bytes()
     assert "BatchNormalization" not in op_types(model)
     for want, got in zip(expected, ort_run(model, feeds)):
@@ -200,13 +218,13 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = invoke("fold", model, out, "--dry-run")
 
     assert result.exit_code == 0, result.output
-    plan = [line for line in stderr_lines(result) if "BatchNormalization '" in line]
+    plan = [line for line in stdout_lines(result) if "BatchNormalization '" in line]
     assert len(plan) == 5
     for bn, conv in RESNET_PAIRS.items():
         assert f"  BatchNormalization '{bn}': would fold backward into Conv '{conv}'" in plan
-    assert ("would fold 5/5 BatchNormalization: 5 backward into Conv; 0 would be skipped; 16 → 11 nodes; nothing "
-            "written (--dry-run)") in stderr_lines(result)
-    assert "verified:" not in result.stderr and "wrote" not in result.stderr
+    assert ("would fold 5/5 BatchNormalization: 5 backward into Conv; 0 would be skipped; 16 nodes would become 11; nothing "
+            "written (--dry-run)") in stdout_lines(result)
+    assert "verified:" not in result.stdout and "wrote" not in result.stdout
     assert not out.exists()
     assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
     assert model.read_bytes() == RESNET.read_bytes()
@@ -217,7 +235,7 @@ def test_dry_run_without_out(tmp_path):
     shutil.copy(RESNET, model)
     result = invoke("fold", model, "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "BatchNormalization 'bn_down': would fold backward into Conv 'conv_down'" in result.stderr
+    assert "BatchNormalization 'bn_down': would fold backward into Conv 'conv_down'" in result.stdout
     assert model.read_bytes() == RESNET.read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["in.onnx"]
 
@@ -229,7 +247,7 @@ def test_a_degenerate_bn_is_skipped_with_what_is_wrong_and_the_copy_is_written(t
     result = invoke("fold", DEGENERATE, tmp_path / "out.onnx")
     assert result.exit_code == 0, result.output
     assert ("  BatchNormalization 'bn1': skipped (degenerate-statistics): var + epsilon <= 0 in 1 channel(s) (min "
-            "var -0.25): the model's output is not finite in those channels") in stderr_lines(result)
+            "var -0.25): the model's output is not finite in those channels") in stdout_lines(result)
     assert (tmp_path / "out.onnx").read_bytes() == DEGENERATE.read_bytes()
 
 
@@ -241,7 +259,7 @@ def test_fail_on_skip_gates_ci_and_writes_nothing(tmp_path, dry_run):
                     "--report", report_path, *args)
     assert result.exit_code == 1, result.output
     gate = "1 skipped for degenerate-statistics (1), which --fail-on-skip refuses"
-    assert stderr_lines(result)[-1] == (gate if dry_run else f"{gate}: {out} not written")
+    assert stdout_lines(result)[-1] == (gate if dry_run else f"{gate}: {out} not written")
     assert not out.exists()
     assert json.loads(report_path.read_text(encoding="utf-8"))["fail_on_skip"] == gate
     # a reason that did not happen does not gate
@@ -294,7 +312,7 @@ def test_report_gives_the_range_growth_of_each_fold(tmp_path):
     assert decision["worst_channel"] == 5
     assert decision["range_growth"] == pytest.approx(45.85, abs=0.01)
     assert ("BatchNormalization 'bn1': folded backward into Conv 'conv1' (widens the weight's per-tensor range "
-            "46x, channel 5: quantize it per channel; BN015)") in result.stderr
+            "46x, channel 5: quantize it per channel; BN015)") in result.stdout
     folded = numpy_helper.to_array(next(t for t in onnx.load(out).graph.initializer if t.dims[0] == 8
                                         and len(t.dims) == 4))
     original = numpy_helper.to_array(next(t for t in onnx.load(sample).graph.initializer if t.name == "conv1.weight"))
@@ -312,8 +330,8 @@ def test_report_training_mode_bn_is_skipped_and_model_still_written(tmp_path):
     result = invoke("fold", TRAINING, out, "--report", report_path)
 
     assert result.exit_code == 0, result.output
-    assert "folded 0/1 BatchNormalization" in result.stderr
-    assert "1 training-mode" in result.stderr
+    assert "folded 0/1 BatchNormalization" in result.stdout
+    assert "1 training-mode" in result.stdout
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert report["version"] == 2
     assert len(report["decisions"]) == 1
@@ -360,8 +378,8 @@ def test_verification_failure_writes_nothing(tmp_path):
     result = invoke("fold", model, out, "--atol", "0", "--rtol", "0")
 
     assert result.exit_code == 1, result.output
-    assert "MISMATCH" in result.stderr
-    assert "not written" in result.stderr
+    assert "MISMATCH" in result.stdout
+    assert "not written" in result.stdout
     assert not out.exists()
     assert sorted(os.listdir(tmp_path)) == ["in.onnx"]  # no staged temp folder left behind
     assert model.read_bytes() == FP16.read_bytes()
@@ -384,7 +402,7 @@ def test_verification_failure_with_force_writes_and_exits_1(tmp_path):
     result = invoke("fold", model, out, "--atol", "0", "--rtol", "0", "--force", "--report", report_path)
 
     assert result.exit_code == 1, result.output
-    assert "written because of --force" in result.stderr
+    assert "written because of --force" in result.stdout
     assert out.is_file()
     assert "BatchNormalization" not in op_types(out)
     assert sorted(os.listdir(tmp_path)) == ["in.onnx", "out.onnx", "report.json"]
@@ -395,8 +413,8 @@ def test_fp16_sample_verifies_against_its_fp16_noise(tmp_path):
     out = tmp_path / "out.onnx"
     result = invoke("fold", FP16, out)
     assert result.exit_code == 0, result.output
-    assert "folded 1/1 BatchNormalization" in result.stderr
-    assert "verified: 1 output and 1 folded layer within limits over 3 batches" in result.stderr
+    assert "folded 1/1 BatchNormalization" in result.stdout
+    assert "verified: 1 output and 1 folded layer within limits over 3 batches" in result.stdout
     assert "BatchNormalization" not in op_types(out)
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
 
@@ -483,8 +501,8 @@ def test_no_verify_writes_a_model_onnxruntime_cannot_run(tmp_path):
     result = invoke("fold", model, out, "--no-verify")
 
     assert result.exit_code == 0, result.output
-    assert "folded 1/1 BatchNormalization" in result.stderr
-    assert "verified:" not in result.stderr
+    assert "folded 1/1 BatchNormalization" in result.stdout
+    assert "verified:" not in result.stdout
     folded = onnx.load(str(out))
     assert [(n.op_type, n.name, n.domain) for n in folded.graph.node] == [
         ("Conv", "conv1", ""), ("MyOp", "custom1", "com.example")]
@@ -503,7 +521,7 @@ def test_strict_inputs_refuses_overridable_parameters(tmp_path):
     result = invoke("fold", model, out, "--strict-inputs", "--report", report_path)
 
     assert result.exit_code == 0, result.output
-    assert "1 overridable-parameters" in result.stderr
+    assert "1 overridable-parameters" in result.stdout
     (d,) = json.loads(report_path.read_text(encoding="utf-8"))["decisions"]
     assert (d["node"], d["outcome"], d["reason"]) == ("bn1", "skipped", "overridable-parameters")
     folded = onnx.load(str(out))
@@ -519,8 +537,8 @@ def test_overridable_parameters_fold_by_default(tmp_path):
     result = invoke("fold", model, out, "--report", report_path)
 
     assert result.exit_code == 0, result.output
-    assert "folded 1/1 BatchNormalization" in result.stderr
-    assert "removed 5 initializer graph inputs" in result.stderr
+    assert "folded 1/1 BatchNormalization" in result.stdout
+    assert "removed 5 initializer graph inputs" in result.stdout
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert sorted(report["removed_initializer_inputs"]) == ["W", "b", "m", "s", "v"]
     (d,) = report["decisions"]
@@ -577,8 +595,8 @@ def test_fold_subprocess(tmp_path, command):
     proc = subprocess.run(command + ["fold", str(RESNET), str(out)], capture_output=True, text=True,
                           env=SUBPROCESS_ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "folded 5/5 BatchNormalization" in proc.stderr
-    assert "verified:" in proc.stderr
+    assert "folded 5/5 BatchNormalization" in proc.stdout
+    assert "verified:" in proc.stdout
     assert "BatchNormalization" not in op_types(out)
     assert_same_outputs(RESNET, out, resnet_feeds(batch=1))
 
@@ -633,5 +651,5 @@ def test_nothing_to_fold_writes_the_input_byte_for_byte(tmp_path):
     out = tmp_path / "out.onnx"
     result = invoke("fold", TRAINING, out)
     assert result.exit_code == 0, result.output
-    assert "skipped (training-mode)" in result.stderr
+    assert "skipped (training-mode)" in result.stdout
     assert out.read_bytes() == TRAINING.read_bytes()

@@ -404,7 +404,7 @@ def test_light_model_fold_verifies(name, tmp_path):
 
     result = CliRunner().invoke(cli, ["fold", str(light_path(name)), str(tmp_path / name)])
     assert result.exit_code == 0, result.output
-    assert "within limits over 3 batches" in result.stderr.splitlines()[-2]
+    assert "within limits over 3 batches" in result.stdout.splitlines()[-2]
 
 
 @needs_corpus

@@ -120,7 +120,7 @@ def test_external_data_model_folds_into_its_own_data_file(tmp_path):
     result = invoke("fold", model, out)
 
     assert result.exit_code == 0, result.output
-    assert "folded 1/1 BatchNormalization" in result.stderr
+    assert "folded 1/1 BatchNormalization" in result.stdout
     assert listing(out_dir) == ["folded.onnx", "folded.onnx.data"]
     locations = external_locations(out)
     assert "W" in locations or any("W" in name for name in locations), locations  # the big weight is external

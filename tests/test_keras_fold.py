@@ -61,8 +61,8 @@ def test_fold_leaves_nothing_foldable_and_matches_keras(tmp_path, name, suffix):
     src, out = SAMPLES / f"{name}{suffix}", tmp_path / f"{name}.onnx"
     result = fold(src, out)
     assert result.exit_code == 0, result.output
-    lines = result.stderr.splitlines()
-    assert lines[0] == f"converted {src.name} with tf2onnx"
+    assert result.stderr.splitlines() == [f"converted {src.name} with tf2onnx"]
+    lines = result.stdout.splitlines()
     assert f"Keras BatchNormalization layers: {LAYER_OUTCOMES[name, suffix]}" in lines
     keras_part = lines[lines.index(f"against {src.name} in TensorFlow:"):]
     assert keras_part[-2] == "verified: 1 output within limits over 3 batches"
@@ -92,13 +92,13 @@ def test_legacy_h5_keeps_batchnorm_through_the_conversion_and_reports_it(tmp_pat
     out, report = tmp_path / "clean.onnx", tmp_path / "report.json"
     result = fold(SAMPLES / "clean.h5", out, "--report", str(report))
     assert result.exit_code == 0, result.output
-    assert "folded 2/2 BatchNormalization: 2 backward into Conv" in result.stderr
+    assert "folded 2/2 BatchNormalization: 2 backward into Conv" in result.stdout
     import json
 
     document = json.loads(report.read_text())
     assert document["verify_keras"]["ok"] is True and document["verify"]["ok"] is True
     assert document["keras_batchnorm_layers"] == {"batch_normalization": "folded", "batch_normalization_1": "folded"}
-    assert "Keras BatchNormalization layers: 2: 2 folded" in result.stderr
+    assert "Keras BatchNormalization layers: 2: 2 folded" in result.stdout
 
 
 MOBILENET = """
@@ -133,8 +133,8 @@ def test_mobilenetv2_keras_folds_everything_and_matches_keras(tmp_path, suffix):
     subprocess.run([sys.executable, "-c", MOBILENET, str(src)], check=True, capture_output=True)
     result = fold(src, out)
     assert result.exit_code == 0, result.output
-    assert f"Keras BatchNormalization layers: {MOBILENET_OUTCOMES[suffix]}" in result.stderr.splitlines()
-    assert result.stderr.splitlines()[-2] == "verified: 1 output within limits over 3 batches"
+    assert f"Keras BatchNormalization layers: {MOBILENET_OUTCOMES[suffix]}" in result.stdout.splitlines()
+    assert result.stdout.splitlines()[-2] == "verified: 1 output within limits over 3 batches"
     nothing_left_to_fold(out)
     assert batchnorms(out) == 0
 
@@ -143,7 +143,7 @@ def test_a_tf_keras_bn_fixed_in_training_mode_fails_against_keras_and_says_why(t
     out = tmp_path / "m.onnx"
     result = fold(SAMPLES / "training_true.h5", out)
     assert result.exit_code == 1, result.output
-    lines = result.stderr.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[-3] == "MISMATCH: 1 of 1 output differ over 3 batches"
     assert lines[-2] == ("BatchNormalization 'batch_normalization' is called with training=True: Keras normalizes "
                          "it with batch statistics, the ONNX with the moving ones (BN006)")
@@ -176,7 +176,7 @@ def test_conv2d_transpose_bn_folds_into_the_convtranspose(tmp_path, suffix):
     subprocess.run([sys.executable, "-c", CONV_TRANSPOSE, str(src)], check=True, capture_output=True)
     result = fold(src, out)
     assert result.exit_code == 0, result.output
-    assert "Keras BatchNormalization layers: 1: 1 folded" in result.stderr.splitlines()
+    assert "Keras BatchNormalization layers: 1: 1 folded" in result.stdout.splitlines()
     assert [n.op_type for n in onnx.load(out).graph.node if n.op_type != "Transpose"] == ["ConvTranspose", "Relu"]
     lint = CliRunner().invoke(cli, ["lint", "--isolated", "--format", "json", str(src)])
     assert lint.exit_code == 1

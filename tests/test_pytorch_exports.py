@@ -41,7 +41,7 @@ def test_fold_cli_matches_onnxruntime(name, tmp_path):
     out = tmp_path / name
     result = CliRunner().invoke(cli, ["fold", str(FOLDER / name), str(out)])
     assert result.exit_code == 0, result.output
-    assert "folded 10/10 BatchNormalization" in result.stderr
+    assert "folded 10/10 BatchNormalization" in result.stdout
     folded = onnx.load(out)
     assert not any(n.op_type == "BatchNormalization" for n in folded.graph.node)
     x = {"x": np.random.default_rng(5).normal(size=(1, 3, 32, 32)).astype(np.float32)}

@@ -117,7 +117,7 @@ def test_text_statistics_sorted_by_count_then_code(findings):
         "  1  BN006  batchnorm-in-training-mode        [error]\n"
         "  1  BN009  unfolded-batchnorm                [info]\n"
         "\n"
-        "Found 6 findings (1 error, 2 warnings, 3 infos) in 2 of 3 files.\n"
+        "Found 6 findings (1 error, 2 warnings, 3 info) in 2 of 3 files.\n"
     )
 
 
@@ -130,7 +130,7 @@ def test_text_statistics_example_row():
 def test_text_singular_and_clean():
     one = finding("BN007", path="m.onnx", node="bn", op_type="BatchNormalization", message="never trained")
     assert render([one], "text", rules=RULES, files=["m.onnx"]).splitlines()[-1] == (
-        "Found 1 finding (1 error, 0 warnings, 0 infos) in 1 of 1 file.")
+        "Found 1 finding (1 error) in 1 of 1 file.")
     assert render([], "text", rules=RULES, files=FILES) == "All checks passed (3 files).\n"
     assert render([], "text", rules=RULES, files=["a.onnx"], statistics=True) == "All checks passed (1 file).\n"
     # A path given twice counts once.
@@ -212,7 +212,7 @@ def test_markdown_exact(findings):
     assert render(findings[1:3], "markdown", rules=RULES, files=FILES) == (
         "### bnfold lint\n"
         "\n"
-        "Found 2 findings (1 error, 0 warnings, 1 info) in 2 of 3 models.\n"
+        "Found 2 findings (1 error, 1 info) in 2 of 3 models.\n"
         "\n"
         "| Severity | Code | Model | Node | Message | Fix |\n"
         "| --- | --- | --- | --- | --- | --- |\n"

@@ -62,14 +62,13 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
     from bnfold.keras.convert import worker
 
     _refuse_layer_code(model_in, unsafe_keras)
-    echo = lambda text: click.echo(text, err=True)  # noqa: E731
     scratch_parent = None if dry_run else model_out.parent
     with tempfile.TemporaryDirectory(prefix=".bnfold-keras-", dir=scratch_parent) as scratch:
         converted = Path(scratch) / f"{model_in.stem}.onnx"
         if sys.stderr.isatty():
-            echo(f"converting {model_in} with tf2onnx (opset {opset})")
+            click.echo(f"converting {model_in} with tf2onnx (opset {opset})", err=True)
         worker("convert", str(model_in), str(converted), str(opset), unsafe=unsafe_keras)
-        echo(f"converted {model_in.name} with tf2onnx")
+        click.echo(f"converted {model_in.name} with tf2onnx", err=True)
         return _run_onnx(converted, model_out, **options, keras_source=(model_in, unsafe_keras))
 
 
@@ -160,7 +159,7 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
     from bnfold import io
     from bnfold.fold import fold_model
 
-    echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, data to stdout
+    echo = click.echo  # the plan, the verdict and what was written are the results: stdout, like lint's report
     result = fold_model(model, strict_inputs=strict_inputs, store=getattr(spill, "store", None))
     # Every decision, skips included: a model with nothing to fold is written unchanged and this says why.
     for line in _plan_lines(result, planned=dry_run):

@@ -82,7 +82,7 @@ def fold_one(source: Path, target: Path, options: dict) -> Outcome:
 
 def run_fold_many(paths: tuple[Path, ...], out_dir: Path, jobs: int, options: dict) -> int:
     pairs = targets(paths, out_dir)
-    echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr, as fold's does
+    echo = click.echo  # one line per model and the table are the results: stdout, as fold's are
     total = len(pairs)
     if jobs > 1 and total > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, os.cpu_count() or 1)) as pool:

@@ -108,7 +108,7 @@ class FoldResult:
         line += f"; {len(self.skipped)} {'would be ' if planned else ''}skipped"
         if skipped:
             line += " (" + ", ".join(f"{n} {r}" for r, n in skipped.most_common()) + ")"
-        line += f"; {self.nodes_before} → {self.nodes_after} nodes"
+        line += f"; {self.nodes_before} nodes {'would become' if planned else 'become'} {self.nodes_after}"
         if planned:
             line += "; nothing written (--dry-run)"
         return line

@@ -46,10 +46,10 @@ def files_with_findings(findings: list[Finding]) -> list[str]:
 
 
 def summary_counts(findings: list[Finding]) -> str:
-    """'3 findings (1 error, 2 warnings, 0 infos)'."""
+    """'3 findings (1 error, 2 warnings)': severities that occur, "info" uncountable ('4 findings (4 info)')."""
     counts = severity_counts(findings)
-    return (f"{plural(len(findings), 'finding')} ({plural(counts[ERROR], 'error')}, "
-            f"{plural(counts[WARNING], 'warning')}, {plural(counts[INFO], 'info')})")
+    parts = [plural(counts[ERROR], "error"), plural(counts[WARNING], "warning"), f"{counts[INFO]} info"]
+    return f"{plural(len(findings), 'finding')} ({', '.join(p for p in parts if not p.startswith('0 '))})"
 
 
 def node_label(finding: Finding) -> str:

@@ -2,7 +2,7 @@
 
     ### bnfold lint
 
-    Found 1 finding (0 errors, 1 warning, 0 infos) in 1 of 2 models.
+    Found 1 finding (1 warning) in 1 of 2 models.
 
     | Severity | Code | Model | Node | Message | Fix |
     | --- | --- | --- | --- | --- | --- |

@@ -3,7 +3,7 @@
     models/a.onnx:conv1: BN001 [warning] Conv 'conv1' has a bias B that ... (Keras layer 'dense_1')
       fix: drop the bias (Keras: use_bias=False; PyTorch: bias=False)
 
-    Found 1 finding (0 errors, 1 warning, 0 infos) in 1 of 2 files.
+    Found 1 finding (1 warning) in 1 of 2 files.
 
 A node inside a subgraph reads `path:[graph body] node: ...`. With statistics, a table of counts per rule
 (most frequent first) comes before the summary line.
