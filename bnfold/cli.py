@@ -40,6 +40,8 @@ def _verify_options(func):
                           "(dynamic dims default to 1)."),
         click.option("--inputs", "inputs_npz", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Feed these inputs (.npz keyed by input name) instead of random ones."),
+        click.option("--save-inputs", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Save the random batch whose outputs differ most as .npz, to rerun with --inputs."),
         click.option("--batches", default=3, show_default=True, type=click.IntRange(1),
                      help="Number of random input batches to compare."),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for random inputs."),
@@ -54,6 +56,11 @@ def _verify_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _check_save_inputs(inputs_npz: Path | None, save_inputs: Path | None) -> None:
+    if inputs_npz is not None and save_inputs is not None:
+        raise click.UsageError("--save-inputs saves random inputs; with --inputs they are already in a file")
 
 
 class _Group(click.Group):
@@ -122,8 +129,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @_verify_options
 def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: bool, dry_run: bool,
          report_path: Path | None, strict_inputs: bool, no_verify: bool, force: bool, opset: int, unsafe_keras: bool,
-         fail_on_skip: tuple[str, ...], shapes: tuple[str, ...], inputs_npz: Path | None, batches: int, seed: int,
-         rtol: float | None, atol: float | None, quiet: bool) -> None:
+         fail_on_skip: tuple[str, ...], shapes: tuple[str, ...], inputs_npz: Path | None, save_inputs: Path | None,
+         batches: int, seed: int, rtol: float | None, atol: float | None, quiet: bool) -> None:
     """Fold inference-mode BatchNormalization in IN into its neighbours and write OUT.
 
     The result is verified against IN with onnxruntime; a model that fails verification is not written.
@@ -132,22 +139,24 @@ def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: boo
     from bnfold.fold.result import REASONS
     from bnfold.lint.select import split_selectors
 
+    _check_save_inputs(inputs_npz, save_inputs)
     gates = frozenset(split_selectors(fail_on_skip))
     unknown = sorted(gates - set(REASONS))
     if unknown:
         raise click.BadParameter(f"unknown reason {', '.join(unknown)} (one of {', '.join(REASONS)})",
                                  param_hint="--fail-on-skip")
     options = dict(dry_run=dry_run, strict_inputs=strict_inputs, verify=not no_verify, force=force,
-                   shapes=_parse_shapes(shapes), inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol,
-                   atol=atol, opset=opset, unsafe_keras=unsafe_keras, fail_on_skip=gates, quiet=quiet)
+                   shapes=_parse_shapes(shapes), inputs_npz=inputs_npz, save_inputs=save_inputs, batches=batches,
+                   seed=seed, rtol=rtol, atol=atol, opset=opset, unsafe_keras=unsafe_keras, fail_on_skip=gates, quiet=quiet)
     if not paths:
         raise click.UsageError("Missing argument 'IN'")
     for path in paths if out_dir is not None else paths[:1]:  # without --out-dir the second path is OUT
         if not path.exists():
             raise click.BadParameter(f"{path} does not exist", param_hint="'IN'")
     if out_dir is not None:
-        if in_place or report_path is not None:
-            raise click.UsageError("--out-dir folds many models: --in-place and --report apply to one IN OUT")
+        if in_place or report_path is not None or save_inputs is not None:
+            raise click.UsageError("--out-dir folds many models: --in-place, --report and --save-inputs apply to one "
+                                   "IN OUT")
         from bnfold.commands.fold_many import run_fold_many
 
         code = run_fold_many(paths, out_dir, jobs, options)
@@ -169,8 +178,9 @@ def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: boo
 @click.argument("reference", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_verify_options
-def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz: Path | None, batches: int,
-           seed: int, rtol: float | None, atol: float | None, quiet: bool) -> None:
+def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz: Path | None,
+           save_inputs: Path | None, batches: int, seed: int, rtol: float | None, atol: float | None,
+           quiet: bool) -> None:
     """Run REFERENCE and CANDIDATE in onnxruntime on the same inputs and compare every output.
 
     Each output passes when its error, max |CANDIDATE - REFERENCE| / max |REFERENCE|, is within 4x the
@@ -180,6 +190,7 @@ def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz
     from bnfold.keras import is_keras_path, refuse_keras
 
     refuse_keras(candidate, "verify")
+    _check_save_inputs(inputs_npz, save_inputs)
     options = dict(shapes=_parse_shapes(shapes), inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol,
                    atol=atol)
     if is_keras_path(reference):  # the ONNX candidate against the Keras model it came from, in TensorFlow
@@ -190,7 +201,8 @@ def verify(reference: Path, candidate: Path, shapes: tuple[str, ...], inputs_npz
         from bnfold.progress import Progress
         from bnfold.verify import verify_models
 
-        result = verify_models(reference, candidate, progress=Progress(quiet=quiet), **options)
+        result = verify_models(reference, candidate, progress=Progress(quiet=quiet), save_inputs=save_inputs,
+                               **options)
     click.echo(result.render())
     if not result.ok:
         sys.exit(EXIT_FAILED)
@@ -255,4 +267,8 @@ def rule(rule_id: str | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from bnfold.deferred import defer
+
+    defer("sympy")
+    defer("onnx_ir._symbolic_shapes")  # uses sympy at its top; onnx-ir needs it only to parse "N+1" dims
     cli(prog_name="bnfold")

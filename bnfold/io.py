@@ -187,6 +187,19 @@ def check_destination(model_in: Path, external_files: list[Path], model_out: Pat
                               f"choose another OUT{hint}")
 
 
+def check_side_outputs(outputs: dict[str, Path | None], protected: dict[Path, str]) -> None:
+    """Refuse a report or other side file (`outputs`: option -> path) that would replace a file bnfold reads or
+    writes as a model (`protected`: path -> what it is), or another side file."""
+    claimed = {path.resolve(): what for path, what in protected.items()}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        what = claimed.get(path.resolve())
+        if what is not None:
+            raise OutputError(f"{option} {path} is {what}: choose another file")
+        claimed[path.resolve()] = f"also given to {option}"
+
+
 class TensorSpill:
     """A scratch data file beside the output for folded weights of an external-data model: each one is
     written out as soon as it is computed and read back (memory-mapped) only while the output is saved,
@@ -223,13 +236,17 @@ class TensorSpill:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         _publish(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,9 +8,12 @@ table added to the repository's own pyproject.toml cannot change what these test
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -893,3 +896,25 @@ def test_statistics_in_json_and_refused_where_it_has_no_place():
         assert result.exit_code == 2
         assert result.stderr.strip() == (f"error: --statistics has no place in the {fmt} format (it applies to "
                                          "text, markdown and json)")
+
+
+def test_lint_imports_only_what_it_needs():
+    """The packages a lint run may load (start-up is most of lint's time on a CI runner). onnx-ir imports
+    sympy at its top for symbolic shape arithmetic lint never does: the CLI defers it (bnfold/deferred.py)."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['bnfold', 'lint', sys.argv[1]]\n"
+        "from bnfold.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m != 'sympy'} - set(sys.stdlib_module_names)))\n"
+    )
+    sample = Path(__file__).resolve().parent.parent / "sample_models" / "lint" / "bn001_redundant_bias.onnx"
+    proc = subprocess.run([sys.executable, "-c", code, str(sample)], capture_output=True, text=True, timeout=120)
+    loaded = set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
+    allowed = {"bnfold", "click", "google", "ml_dtypes", "numpy", "onnx", "onnx_ir", "packaging", "typing_extensions"}
+    setup_hooks = {m for m in loaded if m.startswith(("__main__", "__editable__", "_distutils_hack", "__mp_main__"))}
+    assert loaded - setup_hooks <= allowed, loaded - setup_hooks - allowed
+    assert "sympy" not in loaded and "mpmath" not in loaded

@@ -577,3 +577,62 @@ def test_progress_throttles_to_one_line_per_interval(capsys):
     for k in range(5):
         progress(f"stage {k}")
     assert capsys.readouterr().err.splitlines() == ["stage 2", "stage 4"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# --save-inputs: the batch with the largest error, to rerun with --inputs
+
+
+def test_save_inputs_keeps_the_worst_batch_and_reproduces_the_mismatch(tmp_path):
+    a = two_output_model(tmp_path / "a.onnx", b=1.0)
+    b = two_output_model(tmp_path / "b.onnx", b=1.5)  # y2 off by 0.5: worst where max|x + 1| is smallest
+    saved = tmp_path / "worst.npz"
+    result = run_cli("verify", a, b, "--save-inputs", saved)
+    assert result.exit_code == 1, result.output
+    xs = [make_inputs(session(a), {}, seed=0, batch=i)["x"] for i in range(3)]
+    worst = int(np.argmin([np.abs(x + 1).max() for x in xs]))
+    with np.load(saved) as npz:
+        assert npz.files == ["x"]
+        np.testing.assert_array_equal(npz["x"], xs[worst])
+    assert result.stdout.splitlines()[-2] == (
+        f"saved batch {worst + 1} of 3 (the largest error) to {saved}: rerun with --inputs {saved}")
+    again = run_cli("verify", a, b, "--inputs", saved)
+    assert again.exit_code == 1
+    assert again.stdout.splitlines()[-1] == "MISMATCH: 1 of 2 outputs differ over 1 batch"
+
+
+def test_save_inputs_also_on_success_and_from_fold(tmp_path):
+    a = two_output_model(tmp_path / "a.onnx")
+    saved = tmp_path / "x.npz"
+    result = run_cli("verify", a, two_output_model(tmp_path / "b.onnx"), "--save-inputs", saved, "--batches", "1")
+    assert result.exit_code == 0, result.output
+    assert f"saved batch 1 of 1 (the largest error) to {saved}: rerun with --inputs {saved}" in result.stdout
+    with np.load(saved) as npz:
+        np.testing.assert_array_equal(npz["x"], make_inputs(session(a), {}, seed=0, batch=0)["x"])
+    gemm = Path(__file__).parent.parent / "sample_models" / "gemm_bn.onnx"
+    folded = run_cli("fold", gemm, tmp_path / "out.onnx", "--save-inputs", tmp_path / "fold.npz")
+    assert folded.exit_code == 0, folded.output
+    with np.load(tmp_path / "fold.npz") as npz:
+        assert npz.files == [i.name for i in onnx.load(str(gemm)).graph.input]
+
+
+@pytest.mark.parametrize("which", ["reference", "candidate"])
+def test_save_inputs_never_replaces_a_model(tmp_path, which):
+    a, b = two_output_model(tmp_path / "a.onnx"), two_output_model(tmp_path / "b.onnx")
+    before = (a.read_bytes(), b.read_bytes())
+    target = a if which == "reference" else b
+    result = run_cli("verify", a, b, "--save-inputs", target)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: --save-inputs {target} is the {which} model: choose another file"]
+    assert (a.read_bytes(), b.read_bytes()) == before
+
+
+def test_save_inputs_with_inputs_is_refused(tmp_path):
+    a = two_output_model(tmp_path / "a.onnx")
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.ones((2, 3), np.float32))
+    result = run_cli("verify", a, a, "--inputs", npz, "--save-inputs", tmp_path / "y.npz")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: --save-inputs saves random inputs; with --inputs they are already in a file (see `bnfold verify --help`)"]
+    assert not (tmp_path / "y.npz").exists()

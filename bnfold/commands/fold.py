@@ -47,14 +47,14 @@ def _gate(result, fail_on_skip: frozenset[str]) -> str | None:
 def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
              strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
              seed: int, rtol: float | None, atol: float | None, opset: int = 17, unsafe_keras: bool = False,
-             fail_on_skip: frozenset[str] = frozenset(), quiet: bool = False) -> bool:
+             fail_on_skip: frozenset[str] = frozenset(), quiet: bool = False, save_inputs: Path | None = None) -> bool:
     """Returns False when verification failed or --fail-on-skip stopped the fold (exit 1); raises BnfoldError
     for user errors (exit 2)."""
     from bnfold.keras import is_keras_path
 
     options = dict(in_place=in_place, dry_run=dry_run, report_path=report_path, strict_inputs=strict_inputs,
                    verify=verify, force=force, shapes=shapes, inputs_npz=inputs_npz, batches=batches, seed=seed,
-                   rtol=rtol, atol=atol, fail_on_skip=fail_on_skip, quiet=quiet)
+                   rtol=rtol, atol=atol, fail_on_skip=fail_on_skip, quiet=quiet, save_inputs=save_inputs)
     if not is_keras_path(model_in):
         return _run_onnx(model_in, model_out, **options)
     if not dry_run and (in_place or model_out.suffix.lower() != ".onnx"):
@@ -129,7 +129,7 @@ def _refuse_layer_code(path: Path, allowed: bool) -> None:
 def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
               strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
               seed: int, rtol: float | None, atol: float | None, fail_on_skip: frozenset[str], quiet: bool = False,
-              keras_source: tuple | None = None) -> bool:
+              save_inputs: Path | None = None, keras_source: tuple | None = None) -> bool:
     from bnfold import io
 
     progress = Progress(quiet=quiet)  # every stage on a terminal; in CI logs only long work (bnfold/progress.py)
@@ -140,6 +140,10 @@ def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool,
     model, data_files = io.load_model_and_data(model_in)
     if not dry_run:
         io.check_destination(model_in, data_files, model_out, in_place=in_place)
+    protected = {} if dry_run else {model_out: "the output model", model_out.with_name(f"{model_out.name}.data"):
+                                    "the output model's external data"}
+    protected.update({model_in: "the input model", **{data: f"external data of {model_in.name}" for data in data_files}})
+    io.check_side_outputs({"--report": report_path, "--save-inputs": save_inputs}, protected)
     external = io.has_external_data(model)
     progress("folding")
     # An external-data model may not fit in memory: its folded weights go to a scratch file as computed.
@@ -149,13 +153,14 @@ def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool,
                                strict_inputs=strict_inputs, verify=verify, force=force, shapes=shapes,
                                inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol,
                                external=external, progress=progress, keras_source=keras_source,
-                               fail_on_skip=fail_on_skip)
+                               fail_on_skip=fail_on_skip, save_inputs=save_inputs)
 
 
 def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: bool, report_path: Path | None,
                     strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None,
                     batches: int, seed: int, rtol: float | None, atol: float | None, external: bool,
-                    progress, keras_source: tuple | None = None, fail_on_skip: frozenset[str] = frozenset()) -> bool:
+                    progress, keras_source: tuple | None = None, fail_on_skip: frozenset[str] = frozenset(),
+                    save_inputs: Path | None = None) -> bool:
     from bnfold import io
     from bnfold.fold import fold_model
 
@@ -197,7 +202,8 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
                 try:
                     check = verify_models(model_in, staged.path, shapes=shapes, inputs_npz=inputs_npz,
                                           batches=batches, seed=seed, rtol=rtol, atol=atol,
-                                          checkpoints=result.checkpoints, progress=progress)
+                                          checkpoints=result.checkpoints, progress=progress,
+                                          save_inputs=save_inputs)
                 except RuntimeUnavailable as exc:
                     raise RuntimeUnavailable(f"{exc}; pass --no-verify to skip verification") from exc
                 report["verify"] = check.to_json()

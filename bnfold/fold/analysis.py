@@ -21,7 +21,7 @@ from bnfold.fold.affine import Affine, Refusal, as_affine, compose
 from bnfold.fold.constants import ConstantResolver
 from bnfold.fold.layout import follow_channels, is_identity, is_op
 from bnfold.fold.partners import LINEAR_OPS, Layout, Partner, make_partner, node_label
-from bnfold.fold.ranges import range_growth
+from bnfold.fold.ranges import magnitude, range_growth
 from bnfold.fold.shapes import ShapeOracle
 
 PASSTHROUGH_FORWARD = frozenset({"Flatten", "Reshape", "MaxPool", "Identity", "Dropout"})
@@ -331,16 +331,20 @@ def _describe(outcome: str, direction: str | None, partner: Partner | None) -> s
 
 
 def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], None] | None = None) -> list[Partner]:
-    """Materialize each touched partner's folded weight once, refuse the plans of any that overflow its dtype,
-    and hand the others to `write`. Returns the partners whose folds stand."""
+    """Refuse the plans of any touched partner whose folded weight overflows its dtype, and hand the others'
+    folded weights to `write`, each materialized once. Without `write` (an analysis) no folded weight is
+    materialized: the largest |value| decides overflow and range growth alike. Returns the partners whose
+    folds stand."""
     good, bad, growths = [], {}, {}
     for partner in analysis.partners.values():
         if not partner.touched:
             continue
-        weight = partner.folded_weight()
-        growths[id(partner)] = range_growth(partner.weight.array, weight, partner.scales, partner.channel_scales)
+        weight = partner.folded_weight() if write is not None else None
+        after = magnitude(weight) if weight is not None else partner.folded_magnitude()
+        growths[id(partner)] = range_growth(magnitude(partner.weight.array), after, partner.scales,
+                                            partner.channel_scales)
         partner.weight.release()
-        detail = partner.overflow(weight)
+        detail = partner.overflow(after)
         if detail is None:
             good.append(partner)
             if write is not None:

@@ -11,6 +11,7 @@ forward into a Conv and another BN backward into the same Conv), each applied to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Callable
 
 import ml_dtypes
@@ -125,6 +126,22 @@ class Partner:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes Inf; overflow() reports it
             return np.multiply(self.weight.array, scale, out=out, dtype=np.float64, casting="unsafe")
 
+    def folded_magnitude(self) -> float:
+        """max |folded_weight()| without computing it: the combined scale is constant along the weight's
+        other axes, and rounding is monotonic, so the largest |w * s| of each block is |s| times the block's
+        largest |w| — the same float64 product, rounded once to the weight's dtype. NaN propagates."""
+        weight = self.weight.array
+        if weight.size == 0:
+            return 0.0
+        combined = np.abs(reduce(np.multiply, self.scales))
+        scale = combined.reshape((1,) * (weight.ndim - combined.ndim) + combined.shape)
+        axes = tuple(k for k in range(weight.ndim) if scale.shape[k] == 1 and weight.shape[k] > 1)
+        block = np.maximum(weight.max(axis=axes, keepdims=True).astype(np.float64),
+                           -weight.min(axis=axes, keepdims=True).astype(np.float64))
+        with np.errstate(over="ignore", invalid="ignore"):
+            largest = np.max(scale * block)
+            return float(np.asarray(largest).astype(self.dtype.numpy()))
+
     def _out_scale(self, s: np.ndarray) -> np.ndarray:
         """`s` along the output channels, shaped to broadcast against the weight."""
         shape = self.shape
@@ -170,11 +187,11 @@ class Partner:
         self.channel_scales.append(s)
         self.bias = shift if self.bias is None else self.bias + shift
 
-    def overflow(self, weight: np.ndarray) -> str | None:
-        """Why the folded `weight` (already in the weight dtype) and bias do not fit that dtype, or None."""
+    def overflow(self, magnitude: float) -> str | None:
+        """Why the folded weight (of this largest |value|, in the weight dtype) and bias do not fit that
+        dtype, or None."""
         limit = float(ml_dtypes.finfo(self.dtype.numpy()).max)
-        # max/min propagate NaN and see Inf, without a full-size temporary.
-        weight_ok = weight.size == 0 or bool(np.isfinite(weight.max()) and np.isfinite(weight.min()))
+        weight_ok = bool(np.isfinite(magnitude))
         bias_ok = self.bias is None or bool((np.abs(self.bias) <= limit).all())
         if weight_ok and bias_ok:
             return None

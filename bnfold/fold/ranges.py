@@ -26,18 +26,17 @@ class RangeGrowth:
     worst_ratio: float   # that channel's |s| / median |s|
 
 
-def _magnitude(array: np.ndarray) -> float:
-    """max |array| without a full-size temporary (weights can be hundreds of MB)."""
+def magnitude(array: np.ndarray) -> float:
+    """max |array| without a full-size temporary (weights can be hundreds of MB); NaN propagates."""
     return max(float(array.max()), -float(array.min())) if array.size else 0.0
 
 
-def range_growth(original: np.ndarray, folded: np.ndarray, scales: list[np.ndarray],
+def range_growth(before: float, after: float, scales: list[np.ndarray],
                  channel_scales: list[np.ndarray]) -> RangeGrowth | None:
-    """The growth of `original` (the weight as it was) into `folded`, given the pending `scales` (shaped to
-    broadcast against the weight) and the per-channel scales of the BatchNormalizations folded in. None when
-    a range is zero or not finite (nothing to compare)."""
+    """The growth of the weight's largest |value| from `before` to `after` (folded), given the pending
+    `scales` (shaped to broadcast against the weight) and the per-channel scales of the BatchNormalizations
+    folded in. None when a range is zero or not finite (nothing to compare)."""
     typical = float(np.median(np.abs(reduce(np.multiply, scales))))
-    before, after = _magnitude(original), _magnitude(folded)
     if not all(np.isfinite(v) and v > 0 for v in (typical, before, after)):
         return None
     ratios = [np.abs(s) / np.median(np.abs(s)) for s in channel_scales if s.size and np.median(np.abs(s)) > 0]

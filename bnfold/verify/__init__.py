@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
+
+import numpy as np
 
 from bnfold.errors import InputError
 from bnfold.verify.criterion import (CEILING, EXACT, FLOOR_ULPS, MAX_NOISE_RUNS, NOISE, NOISE_FACTOR, NOISE_SAMPLES,
@@ -42,6 +45,7 @@ class VerifyResult:
     noise_runs: int = 0  # how many runs of the reference with its weights rounded once more
     inputs: list[str] = field(default_factory=list)  # what each input was fed (shape, dtype, values)
     notes: list[str] = field(default_factory=list)  # choices the user did not make (dynamic dims, batches)
+    saved: str | None = None  # where --save-inputs put the batch with the largest error
 
     @property
     def ok(self) -> bool:
@@ -58,7 +62,7 @@ class VerifyResult:
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "batches": self.batches, "criterion": self.criterion, "noise_runs": self.noise_runs,
-                "inputs": self.inputs, "notes": self.notes,
+                "inputs": self.inputs, "notes": self.notes, "saved_inputs": self.saved,
                 "outputs": [c.to_json() for c in self.outputs], "layers": [c.to_json() for c in self.layers]}
 
     def render(self) -> str:
@@ -75,6 +79,8 @@ class VerifyResult:
         lines.append(f"{'output':<{width}}  " + "  ".join(f"{h:<8}" for h in header).rstrip())
         lines += [f"{c.name:<{width}}  {_row(c)}" for c in self.outputs]
         lines += self._layer_lines()
+        if self.saved:
+            lines.append(self.saved)
         over = f"over {self.batches} batch{'' if self.batches == 1 else 'es'}"
         layers = f" and {_count(len(self.layers), 'folded layer')}" if self.layers else ""
         if self.ok:
@@ -101,12 +107,19 @@ class VerifyResult:
 def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[str, tuple[int, ...]] | None = None,
                   inputs_npz: Path | None = None, batches: int = 3, seed: int = 0,
                   rtol: float | None = None, atol: float | None = None,
-                  checkpoints: Sequence[Checkpoint] = (), progress=None) -> VerifyResult:
+                  checkpoints: Sequence[Checkpoint] = (), progress=None,
+                  save_inputs: Path | None = None) -> VerifyResult:
     """Run both models on the same inputs and judge every output (and every checkpoint) against the
-    reference's own rounding noise, or elementwise when rtol/atol are given."""
+    reference's own rounding noise, or elementwise when rtol/atol are given. `save_inputs` gets the batch
+    whose outputs differ most (as an .npz that `inputs_npz` takes back), to reproduce a mismatch."""
     if batches < 1:
         raise InputError(f"batches must be at least 1, not {batches}")
     ref_path, cand_path = Path(reference), Path(candidate)
+    if save_inputs is not None:
+        from bnfold import io
+
+        io.check_side_outputs({"--save-inputs": Path(save_inputs)},
+                              {ref_path: "the reference model", cand_path: "the candidate model"})
     ref_model = OpenModel(ref_path, [c.original for c in checkpoints])
     cand_model = OpenModel(cand_path, [c.folded for c in checkpoints])
     ref, cand = ref_model.session(), cand_model.session()
@@ -137,10 +150,12 @@ def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[
     layers = [(point, Tally(point.label, rtol=rtol, atol=atol, original=point.original)) for point in checkpoints
               if point.original in ref_names and point.folded in cand_names]
     pairs = [(t.name, t.name, t) for t in outputs] + [(p.original, p.folded, t) for p, t in layers]
-    count = 0
+    count, worst = 0, (-1.0, 0, {})
     for count, feeds in enumerate(feed_batches, 1):
         want = run(ref, feeds, ref_path)
         got = run(cand, feeds, cand_path)
+        if save_inputs is not None:
+            worst = max(worst, (_batch_error(want, got, ref_model.output_names), count, feeds), key=lambda w: w[0])
         for ref_name, cand_name, tally in pairs:
             tally.add(want[ref_name], got[cand_name])
         if count == 1 and noisy:
@@ -155,8 +170,35 @@ def verify_models(reference: str | Path, candidate: str | Path, *, shapes: dict[
         if progress is not None:
             progress(f"verifying: batch {count}/{batches} done")
     ref_model.release()
+    saved = None
+    if save_inputs is not None:
+        _save_npz(Path(save_inputs), worst[2])
+        saved = (f"saved batch {worst[1]} of {count} (the largest error) to {save_inputs}: "
+                 f"rerun with --inputs {save_inputs}")
     return VerifyResult([t.result() for t in outputs], count, [t.result() for _, t in layers],
-                        noise_runs=len(noisy), inputs=described, notes=notes)
+                        noise_runs=len(noisy), inputs=described, notes=notes, saved=saved)
+
+
+def _batch_error(want: dict, got: dict, names: list[str]) -> float:
+    """The largest max|B - A| / max|A| over the outputs of one batch (inf where it is not finite)."""
+    worst = 0.0
+    for name in names:
+        a, b = np.asarray(want[name]), np.asarray(got[name])
+        if a.shape != b.shape or a.dtype.kind not in "fiub":
+            return float("inf") if a.shape != b.shape else worst
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        diff = float(np.max(np.abs(b - a), initial=0.0))
+        error = diff / max(float(np.max(np.abs(a), initial=0.0)), np.finfo(np.float64).tiny)
+        worst = max(worst, error if np.isfinite(error) else float("inf"))
+    return worst
+
+
+def _save_npz(path: Path, feeds: dict) -> None:
+    from bnfold import io
+
+    buffer = BytesIO()
+    np.savez(buffer, **feeds)
+    io.write_bytes_atomic(path, buffer.getvalue())
 
 
 def _names(session) -> list[str]:
