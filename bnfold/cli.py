@@ -104,6 +104,10 @@ class _UserError(click.ClickException):
 def cli(ctx: click.Context, debug: bool) -> None:
     """Lint, fold and verify BatchNormalization in ONNX models."""
     ctx.obj = {"debug": debug}
+    if debug:
+        from bnfold.verify import runtime
+
+        runtime.log_severity = runtime.LOG_SEVERITY["debug"]
 
 
 @cli.command(short_help="Fold BatchNormalization into its neighbours; write the verified model.")

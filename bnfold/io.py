@@ -15,6 +15,7 @@ import onnx
 
 from bnfold.errors import InputError, OutputError
 from bnfold.single_file import save_single_file
+from bnfold.validate import validate
 
 
 def _tensors(proto: onnx.ModelProto):
@@ -51,7 +52,9 @@ def read_proto(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
         raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
     if not proto.HasField("graph"):
         raise InputError(f"{path}: not an ONNX model (no graph)")
-    return proto, _check_external_data(proto, path)
+    files = _check_external_data(proto, path)
+    validate(proto, path)
+    return proto, files
 
 
 def load_model(path: Path, *, untype_maps: bool = False):

@@ -428,8 +428,10 @@ def test_file_that_is_not_a_model_is_an_input_error(tmp_path, content):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(content)
     good = offset_model(tmp_path / "a.onnx", FLOAT, 0)
-    with pytest.raises(InputError, match="^junk.onnx is not an ONNX model$"):
+    reason = "not an ONNX model (no graph)" if not content else "not a readable ONNX model (DecodeError)"
+    with pytest.raises(InputError) as raised:
         verify_models(good, junk)
+    assert str(raised.value) == f"{junk}: {reason}"
 
 
 def test_missing_file_is_an_input_error(tmp_path):
@@ -636,3 +638,45 @@ def test_save_inputs_with_inputs_is_refused(tmp_path):
     assert result.stderr.splitlines() == [
         "error: --save-inputs saves random inputs; with --inputs they are already in a file (see `bnfold verify --help`)"]
     assert not (tmp_path / "y.npz").exists()
+
+
+# --------------------------------------------------------------------------------------------------------
+# onnxruntime's own log and messages, as the user's terminal sees them (its C++ log writes to fd 2)
+
+
+def opset99_model(path):
+    return save_model(path, [helper.make_node("Relu", ["x"], ["y"])], [tensor("x", FLOAT, [2])],
+                      [tensor("y", FLOAT, [2])], opsets=(("", 99),))
+
+
+@pytest.mark.parametrize("build", ["custom-op", "opset-99"])
+def test_an_onnxruntime_failure_is_one_clean_line_in_a_real_process(tmp_path, build):
+    model = (custom_op_model if build == "custom-op" else opset99_model)(tmp_path / "m.onnx")
+    proc = subprocess.run([sys.executable, "-m", "bnfold", "verify", str(model), str(model)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    expected = {"custom-op": "error: onnxruntime cannot run m.onnx: Fatal error: com.example:Foo(-1) is not a "
+                             "registered function/op",
+                "opset-99": f"error: {model}: opset 99 of the default domain is outside 7 to "
+                            f"{onnx.defs.onnx_opset_version()}"}[build]
+    assert proc.stderr.splitlines()[0].startswith(expected), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "\x1b" not in proc.stderr and "onnxruntime_src" not in proc.stderr
+
+
+def test_onnxruntime_warnings_stay_quiet_unless_debug(tmp_path):
+    """Initializers listed as graph inputs (as IR 3 exporters wrote them): onnxruntime warns about each one."""
+    a = two_output_model(tmp_path / "a.onnx")
+    legacy = onnx.load(str(a))
+    legacy.ir_version = 8
+    legacy.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, i.dims)
+                              for i in legacy.graph.initializer)
+    onnx.save(legacy, str(tmp_path / "legacy.onnx"))
+    quiet = subprocess.run([sys.executable, "-m", "bnfold", "verify", str(tmp_path / "legacy.onnx"),
+                            str(tmp_path / "legacy.onnx")], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    loud = subprocess.run([sys.executable, "-m", "bnfold", "--debug", "verify", str(tmp_path / "legacy.onnx"),
+                           str(tmp_path / "legacy.onnx")], capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 0, loud.stderr
+    assert "initializer" in loud.stderr.lower() and "w" in loud.stderr

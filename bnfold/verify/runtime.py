@@ -19,6 +19,12 @@ from bnfold.errors import InputError, RuntimeUnavailable
 from bnfold.verify.criterion import machine_epsilon
 
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
+# Where in onnxruntime's C++ source the message came from: "/onnxruntime_src/.../x.h:46 void ns::F(int) ".
+_ORT_SOURCE = re.compile(r"^\S+\.(?:h|cc|cpp):\d+ [^()]*\([^()]*\) ")
+# onnxruntime's own log (severity 0 verbose .. 4 fatal): errors reach the user through the exception, so its
+# log shows only warnings and only under `bnfold --debug`.
+LOG_SEVERITY = {"quiet": 3, "debug": 2}
+log_severity = LOG_SEVERITY["quiet"]
 # The initializer inputs a fold rewrites, and the other arithmetic ones: rounding these once more is what
 # folding does. Shape-like inputs (Resize scales, Range bounds, thresholds) are left alone, as a fold leaves them.
 _WEIGHT_SLOTS = {
@@ -30,7 +36,7 @@ _WEIGHT_SLOTS = {
 
 def first_line(exc: Exception) -> str:
     lines = _ORT_PREFIX.sub("", str(exc).strip()).strip().splitlines()
-    return lines[0].strip() if lines else type(exc).__name__
+    return _ORT_SOURCE.sub("", lines[0].strip()) if lines else type(exc).__name__
 
 
 class OpenModel:
@@ -39,15 +45,10 @@ class OpenModel:
     def __init__(self, path: Path, extra_outputs=()) -> None:
         import onnx
 
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
+        from bnfold.io import read_proto
+
         self.path = path
-        try:
-            self.proto = onnx.load_model(str(path), load_external_data=False)
-        except Exception:
-            self.proto = None
-        if self.proto is None or not self.proto.HasField("graph"):
-            raise InputError(f"{path.name} is not an ONNX model")
+        self.proto = read_proto(path)[0]  # validated, external data confined to the model's folder
         self.output_names = [out.name for out in self.proto.graph.output]
         produced = {name for node in self.proto.graph.node for name in node.output}
         for name in extra_outputs:
@@ -68,7 +69,7 @@ class OpenModel:
             raise RuntimeUnavailable("onnxruntime is not installed") from None
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3  # ORT's warnings (e.g. initializers listed as inputs) are lint's job
+        options.log_severity_level = log_severity  # ORT's warnings (initializers listed as inputs) are lint's job
         # The graph comes from bytes; its external data is found next to the file it came from.
         options.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                          str(self.path.resolve().parent))
