@@ -160,6 +160,8 @@ def _read_toml(path: Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         message = " ".join(str(exc).split())
         raise InputError(f"{path}: invalid TOML ({message})") from None
+    except RecursionError:  # tomllib recurses per nesting level: a 5000-deep array exhausts the stack
+        raise InputError(f"{path}: invalid TOML (nested too deeply)") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise InputError(f"{path}: cannot read config file ({reason})") from None

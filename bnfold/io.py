@@ -136,7 +136,7 @@ class StagedModel:
         folder = destination.parent
         if not folder.is_dir():
             raise OutputError(f"{destination}: folder {folder} does not exist")
-        self._dir = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=folder))
+        self._dir = _scratch_dir(f".{destination.name}.", folder)
         self.path = self._dir / destination.name
         self.data_name = f"{destination.name}.data" if external_data else None
         try:
@@ -159,6 +159,14 @@ class StagedModel:
 
     def discard(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _scratch_dir(prefix: str, folder: Path) -> Path:
+    """A private folder beside the output, so the final rename stays on one file system."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({exc.strerror})") from None
 
 
 def _umask() -> int:
@@ -212,7 +220,7 @@ class TensorSpill:
     MIN_BYTES = 1 << 20
 
     def __init__(self, folder: Path) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix=".bnfold-spill.", dir=folder))
+        self._dir = _scratch_dir(".bnfold-spill.", folder)
         self._path = self._dir / "folded.data"
         self._file = open(self._path, "wb")
 

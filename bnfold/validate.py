@@ -7,7 +7,7 @@ allocation it asks for.
 - tensors (initializers, Constant values, tensor attributes, in every graph): a known data type,
   non-negative dims, and data whose length matches dims and dtype (raw bytes, typed fields, or the external
   file's range);
-- graphs: no value produced twice, no input that nothing produces (outer scopes count for a subgraph), no
+- graphs: names that are UTF-8 text, no value produced twice, no input that nothing produces (outer scopes count for a subgraph), no
   graph output that nothing produces, no cycle;
 - parameters an op needs (when they are initializers): BatchNormalization's four vectors 1-D, of one length
   and of a float type; a Conv / ConvTranspose weight of rank >= 3 whose channels divide by `group`, and a
@@ -71,6 +71,13 @@ class _Validator:
         self.path = path
 
     def run(self) -> None:
+        model = self.proto
+        texts = [model.producer_name, model.producer_version, model.domain, model.doc_string,
+                 *(o.domain for o in model.opset_import), *(f"{m.key}{m.value}" if isinstance(m.key, str) and
+                                                             isinstance(m.value, str) else b"" for m in model.metadata_props)]
+        broken = next((text for text in texts if not isinstance(text, str)), None)
+        if broken is not None:
+            raise _Invalid(f"the model's metadata {broken[:40]!r} is not valid UTF-8")
         self._versions()
         self._graph(self.proto.graph, frozenset(), "main graph")
 
@@ -142,6 +149,12 @@ class _Validator:
                 raise _Invalid(f"{label}: value {name!r} is produced twice ({produced[name]} and {by})")
             produced[name] = by
 
+        names = [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+        for node in graph.node:
+            names += [node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
+        broken = next((name for name in names if not isinstance(name, str)), None)
+        if broken is not None:  # protobuf hands back bytes for a string field that is not UTF-8
+            raise _Invalid(f"{label}: the name {broken!r} is not valid UTF-8")
         for value in graph.input:
             claim(value.name, "a graph input")
         for init in graph.initializer:

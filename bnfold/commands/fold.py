@@ -74,11 +74,10 @@ def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, 
 
 def _keras_calls(path: Path) -> tuple[dict, list]:
     """A Keras file's model config and its layer calls, read as data."""
-    from bnfold.keras.files import KerasFile
-    from bnfold.keras.graph import parse
+    from bnfold.keras import read_keras
 
-    config = KerasFile(path).config
-    return config, parse(config).calls
+    keras_file, graph = read_keras(path)
+    return keras_file.config, graph.calls
 
 
 def _keras_batchnorm_scopes(path: Path) -> dict[str, list[str]]:
@@ -137,6 +136,8 @@ def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool,
     for target in ([] if dry_run else [model_out]) + ([report_path] if report_path else []):
         if not target.parent.resolve().is_dir():
             raise OutputError(f"{target}: folder {target.parent} does not exist")
+    if not dry_run and model_out.is_dir():
+        raise OutputError(f"{model_out} is a folder: OUT is the file to write (or use --out-dir)")
     model, data_files = io.load_model_and_data(model_in)
     if not dry_run:
         io.check_destination(model_in, data_files, model_out, in_place=in_place)

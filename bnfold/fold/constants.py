@@ -7,8 +7,12 @@ randomness and no dependence on graph inputs are evaluated here.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx_ir as ir
+
+from bnfold.validate import MATERIALIZE_LIMIT
 
 
 class Const:
@@ -58,10 +62,17 @@ def _constant(node: ir.Node, _inputs: list[np.ndarray]) -> np.ndarray:
     return tensor.numpy()
 
 
+def _within_budget(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    """`shape`, or ValueError (the value stays non-constant) when it is negative or too big to make."""
+    if any(d < 0 for d in shape) or math.prod(shape) * dtype.itemsize > MATERIALIZE_LIMIT:
+        raise ValueError(f"a constant of shape {list(shape)} is not evaluated")
+    return shape
+
+
 def _constant_of_shape(node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
     tensor = _attr(node, "value")
     fill = np.zeros((), np.float32) if tensor is None else tensor.numpy().reshape(())
-    return np.full(tuple(int(d) for d in inputs[0]), fill, dtype=fill.dtype)
+    return np.full(_within_budget(tuple(int(d) for d in inputs[0]), fill.dtype), fill, dtype=fill.dtype)
 
 
 def _cast(node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
@@ -93,7 +104,8 @@ def _squeeze(node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
 
 def _expand(_node: ir.Node, inputs: list[np.ndarray]) -> np.ndarray:
     data, shape = inputs
-    return np.broadcast_to(data, np.broadcast_shapes(data.shape, tuple(int(d) for d in shape))).copy()
+    target = _within_budget(np.broadcast_shapes(data.shape, tuple(int(d) for d in shape)), data.dtype)
+    return np.broadcast_to(data, target).copy()
 
 
 _EVALUATORS = {
@@ -123,7 +135,10 @@ class ConstantResolver:
             return None
         key = id(value)
         if key not in self._cache:
-            self._cache[key] = self._compute(value)
+            try:
+                self._cache[key] = self._compute(value)
+            except RecursionError:  # a chain of constant ops deeper than Python's stack: left as computed
+                self._cache[key] = None
         return self._cache[key]
 
     def array(self, value: ir.Value | None) -> np.ndarray | None:

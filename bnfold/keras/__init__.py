@@ -13,7 +13,7 @@ from bnfold.errors import InputError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
-__all__ = ["KERAS_SUFFIXES", "is_keras_path", "load_keras", "refuse_keras"]
+__all__ = ["KERAS_SUFFIXES", "is_keras_path", "load_keras", "read_keras", "refuse_keras"]
 
 
 def is_keras_path(path: Path) -> bool:
@@ -28,16 +28,33 @@ def refuse_keras(path: Path, command: str) -> None:
                          f"(`bnfold fold {name} OUT.onnx` converts and folds it)")
 
 
+_CONFIG_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError)
+
+
 def load_keras(path: Path):
+    from bnfold.keras.lower import lower
+
+    keras_file, graph = read_keras(path)
+    try:
+        return lower(graph, keras_file, str(keras_file.config.get("config", {}).get("name", path.stem)))
+    except _CONFIG_ERRORS as exc:
+        raise _config_error(path, exc) from None
+
+
+def read_keras(path: Path):
+    """The file (config and variables, as data) and its parsed layer graph; InputError for a config that is
+    not a model."""
     from bnfold.keras.files import KerasFile
     from bnfold.keras.graph import parse
-    from bnfold.keras.lower import lower
 
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     keras_file = KerasFile(path)
     try:
-        graph = parse(keras_file.config)
-        return lower(graph, keras_file, str(keras_file.config.get("config", {}).get("name", path.stem)))
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise InputError(f"{path.name}: cannot read the Keras model config ({type(exc).__name__}: {exc})") from None
+        return keras_file, parse(keras_file.config)
+    except _CONFIG_ERRORS as exc:
+        raise _config_error(path, exc) from None
+
+
+def _config_error(path: Path, exc: Exception) -> InputError:
+    return InputError(f"{path.name}: cannot read the Keras model config ({type(exc).__name__}: {exc})")

@@ -32,6 +32,7 @@ class KerasFile:
         try:
             if path.suffix.lower() == ".keras":
                 self._archive = zipfile.ZipFile(path)
+                _check_members(path, self._archive)
                 self.config = json.loads(self._archive.read("config.json"))
                 self.format = "keras3"
                 if "model.weights.h5" in self._archive.namelist():
@@ -59,6 +60,22 @@ class KerasFile:
 
     def read(self, layer: str, index: int) -> np.ndarray:
         return np.asarray(self._h5[self._paths[layer][index][1]])
+
+
+# A model config is JSON text: even a very large model's is a few MB. More is a zip bomb, not a model.
+CONFIG_LIMIT = 64 << 20
+
+
+def _check_members(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse an archive Keras would unpack outside its folder, or whose config would not fit in memory."""
+    for info in archive.infolist():
+        name = info.filename.replace("\\", "/")
+        if name.startswith("/") or ".." in name.split("/") or ":" in name.split("/")[0]:
+            raise InputError(f"{path.name}: archive member {info.filename!r} points outside the archive; refusing it")
+    if "config.json" in archive.namelist() and archive.getinfo("config.json").file_size > CONFIG_LIMIT:
+        size = archive.getinfo("config.json").file_size
+        raise InputError(f"{path.name}: config.json unpacks to {size >> 20} MiB (at most {CONFIG_LIMIT >> 20} MiB "
+                         "for a model config); refusing it")
 
 
 class _Window(io.RawIOBase):

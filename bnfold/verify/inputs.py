@@ -19,6 +19,8 @@ _RANDOM_TYPES = {"float16", "float32", "float64", "bfloat16", "bool",
 # A dynamic spatial dim of an image a Conv reads: big enough for its kernels and a few stride-2 stages, where
 # 1 would verify a 1x1 image; a dynamic dim nothing fixes stays 1.
 SPATIAL_DEFAULT = 32
+# Random inputs of one batch, all inputs together: a --shape typo must not ask numpy for 70 GiB.
+INPUT_BUDGET = 2 << 30
 INTEGER_HIGH = 10  # random integers are drawn from [0, 10) unless a Gather says how big its table is
 
 
@@ -63,7 +65,7 @@ def make_inputs(session, shapes: dict[str, tuple[int, ...]], seed: int, batch: i
                 hints: dict[str, InputHint] | None = None) -> dict[str, np.ndarray]:
     """Seeded random values for every input the session needs; each batch gets its own stream."""
     rng = np.random.default_rng([seed, batch])
-    feeds = {}
+    feeds, total = {}, 0
     for arg in session.get_inputs():
         dtype = input_dtype(arg)
         if dtype is None or dtype.name not in _RANDOM_TYPES:
@@ -71,6 +73,11 @@ def make_inputs(session, shapes: dict[str, tuple[int, ...]], seed: int, batch: i
                              "pass --inputs FILE.npz")
         hint = (hints or {}).get(arg.name, InputHint())
         shape = _concrete_shape(arg, shapes.get(arg.name), hint)[0]
+        total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if total > INPUT_BUDGET:
+            raise InputError(f"input {arg.name!r} of shape {'x'.join(map(str, shape))} brings one batch of random "
+                             f"inputs to {total / (1 << 30):.1f} GiB (at most {INPUT_BUDGET >> 30} GiB): "
+                             "choose a smaller --shape or pass --inputs")
         if dtype.kind == "b":
             values = rng.random(shape) < 0.5
         elif dtype.kind in "iu":
