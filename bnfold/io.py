@@ -201,7 +201,9 @@ def check_destination(model_in: Path, external_files: list[Path], model_out: Pat
 def check_side_outputs(outputs: dict[str, Path | None], protected: dict[Path, str]) -> None:
     """Refuse a report or other side file (`outputs`: option -> path) that would replace a file bnfold reads or
     writes as a model (`protected`: path -> what it is), or another side file."""
-    claimed = {path.resolve(): what for path, what in protected.items()}
+    claimed: dict[Path, str] = {}
+    for path, what in protected.items():  # the last description of a path wins
+        claimed[path.resolve()] = what
     for option, path in outputs.items():
         if path is None:
             continue

@@ -207,7 +207,13 @@ class _Validator:
                 if waiting[user] == 0:
                     ready.append(user)
         if seen != len(graph.node):
-            stuck = next(graph.node[k] for k, n in enumerate(waiting) if n > 0)
+            # Nodes left waiting are on a cycle or below one: walk up through waiting producers to the cycle.
+            k, visited = next(k for k, n in enumerate(waiting) if n > 0), set()
+            while k not in visited:
+                visited.add(k)
+                k = next(producer[name] for name in [*graph.node[k].input, *sorted(_captured(graph.node[k]))]
+                         if name in producer and waiting[producer[name]] > 0)
+            stuck = graph.node[k]
             raise _Invalid(f"{label}: the graph has a cycle through {stuck.op_type} {stuck.name or stuck.output[0]!r}")
 
     # ---------------------------------------------------------------------------------------------------

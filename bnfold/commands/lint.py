@@ -51,6 +51,22 @@ def _outcome(call):
         return None, str(exc)
 
 
+def _check_side_files(files: list[Path], *, output: Path | None, baseline: Path | None,
+                      write_baseline: Path | None) -> None:
+    """The report (-o) and the baseline written never replace a model, its data, or the baseline read."""
+    from bnfold.io import check_side_outputs
+
+    protected = {target: "a model" for target in (output, write_baseline) if target is not None
+                 and target.is_file() and (is_keras_path(target) or target.suffix.lower() == ".onnx")}
+    protected.update({f.with_name(f"{f.name}.data"): "a model's external data" for f in files})
+    protected.update({f: "a model this lint reads" for f in files})
+    # --write-baseline may rewrite the baseline it read (that is how stale entries go); the report may not
+    read = {baseline: "the baseline this lint reads (--baseline)"} if baseline is not None else {}
+    check_side_outputs({"--output": output}, {**protected, **read})
+    written = {output: "also given to --output"} if output is not None else {}
+    check_side_outputs({"--write-baseline": write_baseline}, {**protected, **written})
+
+
 def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[str, ...],
              extend_select: tuple[str, ...], fmt: str, output: Path | None, fail_on: str | None, exit_zero: bool,
              statistics: bool, jobs: int, config_file: Path | None, isolated: bool, baseline: Path | None,
@@ -69,6 +85,7 @@ def run_lint(paths: tuple[Path, ...], *, select: tuple[str, ...], ignore: tuple[
     codes = config.rule_codes(select=list(select) or None, ignore=ignore, extend_select=extend_select)
     files = discover(paths, root=config.root, exclude=tuple(exclude) or config.exclude,
                      extend_exclude=(*config.extend_exclude, *extend_exclude))
+    _check_side_files(files, output=output, baseline=baseline, write_baseline=write_baseline)
     findings, checked, errors = _lint_all(files, codes, config.options(), jobs)
     findings = apply(findings, config, codes)
     hidden = 0
