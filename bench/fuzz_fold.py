@@ -15,7 +15,8 @@ or flips / truncates the serialized bytes. A worker process runs, through the CL
   original: the outputs on seeded random inputs must agree (fp32 rtol 1e-4 / atol 1e-5 of the output's
   scale, fp16 / bf16 1e-2), and OUT must pass the onnx checker when CASE does.
 
-Outcomes: `ok` (a result), `error` (a clean BnfoldError / usage error), `crash` (any other exception; its
+Outcomes: `ok` (a result), `error` (a clean BnfoldError / usage error), `within-noise` (a folded model
+beyond the fixed tolerance but within the original's own rounding noise, as `bnfold verify` judges it), `crash` (any other exception; its
 signature is the exception type and the innermost bnfold frame), `hang` (no answer within --timeout; the
 worker is restarted), `wrong-fold`, `invalid-output`. The worker runs under an address-space limit
 (--max-mem-gb), so an allocation a tiny file asks for is a MemoryError crash, not a stalled machine. One
@@ -432,6 +433,18 @@ def _same_outputs(original: Path, folded: Path) -> str | None:
     return None
 
 
+def _within_noise(original: Path, folded: Path) -> bool:
+    """A difference beyond the fixed tolerance that is no larger than what rounding the original's weights
+    once more does to it (bnfold's own criterion, bnfold/verify/criterion.py): an ill-conditioned model (a
+    softmax over logits of 65000) amplifies any rounding, the fold's and the original's alike."""
+    from bnfold.verify import verify_models
+
+    try:
+        return verify_models(original, folded).ok
+    except Exception:  # noqa: BLE001 - it cannot judge: the difference stands
+        return False
+
+
 def run_case(path: Path, out: Path) -> dict:
     result = {}
     result["lint"] = _cli(["lint", str(path), "--isolated", "--format", "json", "-o", str(out.with_suffix(".json"))])
@@ -440,7 +453,9 @@ def run_case(path: Path, out: Path) -> dict:
     fold = _cli(["fold", str(path), str(out), "--no-verify", "--quiet"])
     if fold[0] == "ok" and out.exists() and out.read_bytes() != path.read_bytes():
         wrong = _same_outputs(path, out)
-        if wrong is not None:
+        if wrong is not None and _within_noise(path, out):
+            fold = ("within-noise", wrong)
+        elif wrong is not None:
             fold = ("wrong-fold", wrong)
         else:
             try:
@@ -547,12 +562,15 @@ def fuzz(*, seed: int, cases: int | None, minutes: float | None, timeout: float,
     return {"cases": done, "outcomes": {k: dict(v) for k, v in outcomes.items()}, "signatures": signatures}
 
 
+OUTCOMES = ("ok", "error", "within-noise", "crash", "hang", "wrong-fold", "invalid-output")
+
+
 def render(report: dict, command: str) -> str:
     lines = [f"`{command}`: {report['cases']} cases.", "", "| command | " + " | ".join(
-        ("ok", "error", "crash", "hang", "wrong-fold", "invalid-output")) + " |", "|---|" + "---:|" * 6]
+        OUTCOMES) + " |", "|---|" + "---:|" * len(OUTCOMES)]
     for name, counts in sorted(report["outcomes"].items()):
         lines.append(f"| {name} | " + " | ".join(str(counts.get(k, 0)) for k in
-                                                  ("ok", "error", "crash", "hang", "wrong-fold", "invalid-output")) + " |")
+                                                  OUTCOMES) + " |")
     lines += ["", f"{len(report['signatures'])} distinct signatures" + (":" if report["signatures"] else ".")]
     for key, entry in sorted(report["signatures"].items(), key=lambda kv: -kv[1]["count"]):
         lines.append(f"- {key} — {entry['count']}x, e.g. {entry['seed']} with {entry['what']} ({entry['example']})")

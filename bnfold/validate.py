@@ -9,6 +9,8 @@ allocation it asks for.
   file's range);
 - graphs: names that are UTF-8 text, no value produced twice, no input that nothing produces (outer scopes count for a subgraph), no
   graph output that nothing produces, no cycle;
+- each op of the default domain as its schema at the model's opset has it: attributes of the right type,
+  required inputs present;
 - parameters an op needs (when they are initializers): BatchNormalization's four vectors 1-D, of one length
   and of a float type; a Conv / ConvTranspose weight of rank >= 3 whose channels divide by `group`, and a
   bias of the matching length; a Gemm weight of rank 2;
@@ -37,6 +39,7 @@ _FIELDS = {
     TensorProto.INT64: ("int64_data", 1), TensorProto.UINT32: ("uint64_data", 1),
     TensorProto.UINT64: ("uint64_data", 1), TensorProto.STRING: ("string_data", 1),
 }
+_ATTR_TYPES = frozenset(onnx.AttributeProto.AttributeType.values())
 _FLOATS = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16})
 
 
@@ -86,9 +89,12 @@ class _Validator:
         if not 3 <= ir_version <= onnx.IR_VERSION:
             raise _Invalid(f"IR version {ir_version} is not one onnx {onnx.__version__} reads (3 to {onnx.IR_VERSION})")
         newest = onnx.defs.onnx_opset_version()
+        self.opset = newest
         for opset in self.proto.opset_import:
-            if opset.domain in ("", "ai.onnx") and not MIN_OPSET <= opset.version <= newest:
-                raise _Invalid(f"opset {opset.version} of the default domain is outside {MIN_OPSET} to {newest}")
+            if opset.domain in ("", "ai.onnx"):
+                if not MIN_OPSET <= opset.version <= newest:
+                    raise _Invalid(f"opset {opset.version} of the default domain is outside {MIN_OPSET} to {newest}")
+                self.opset = opset.version
 
     # ---------------------------------------------------------------------------------------------------
     # tensors
@@ -182,6 +188,7 @@ class _Validator:
                 for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                     self._graph(sub, frozenset(known), f"subgraph {sub.name or attr.name!r} of {where}")
             if node.domain in ("", "ai.onnx"):
+                self._schema(node, where)
                 self._parameters(node, where, inits)
         for output in graph.output:
             if output.name not in known:
@@ -215,6 +222,23 @@ class _Validator:
                          if name in producer and waiting[producer[name]] > 0)
             stuck = graph.node[k]
             raise _Invalid(f"{label}: the graph has a cycle through {stuck.op_type} {stuck.name or stuck.output[0]!r}")
+
+    def _schema(self, node: onnx.NodeProto, where: str) -> None:
+        """Attributes of the type the op's schema gives them, and every required input present. An op onnx
+        does not know at this opset is left to the runtime (lint and fold treat it as a barrier)."""
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.opset, "")
+        except onnx.defs.SchemaError:
+            return
+        for attr in node.attribute:
+            expected = schema.attributes.get(attr.name)
+            if expected is not None and attr.type != int(expected.type):
+                kind = onnx.AttributeProto.AttributeType.Name(attr.type) if attr.type in _ATTR_TYPES else attr.type
+                raise _Invalid(f"{where}: attribute {attr.name!r} is of type {kind}, not {expected.type.name}")
+        for k, formal in enumerate(schema.inputs):
+            if formal.option == onnx.defs.OpSchema.FormalParameterOption.Single and (
+                    k >= len(node.input) or not node.input[k]):
+                raise _Invalid(f"{where} lacks its required input {formal.name!r}")
 
     # ---------------------------------------------------------------------------------------------------
     # parameters

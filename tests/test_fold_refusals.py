@@ -362,3 +362,29 @@ def test_refusal_is_per_node():
     assert (d2.outcome, d2.reason) == (SKIPPED, NONLINEARITY_BETWEEN), d2
     assert [n.name for n in folded.graph.node if n.op_type == "BatchNormalization"] == ["bn2"]
     assert_outputs_close(ref, ort_run(folded, feeds))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# malformed parameters that load-time validation cannot see (they come through an op): refused, not a crash
+
+
+@pytest.mark.parametrize("param, array, detail", [
+    ("bn_mean", np.zeros(4, np.float32), "scale, B, mean and var differ in length (scale 6, B 6, mean 4, var 6)"),
+    ("bn_scale", np.ones((2, 3), np.float32), "scale is a FLOAT tensor of shape [2, 3], not a vector of floats"),
+    ("bn_var", np.ones(6, np.int64), "var is a INT64 tensor of shape [6], not a vector of floats"),
+])
+def test_batchnorm_parameters_of_the_wrong_shape_behind_an_identity(param, array, detail):
+    from onnx import helper, numpy_helper
+
+    from bnfold.fold.result import MALFORMED
+    from helpers import conv_bn_model, decision, fold_copy
+
+    model = conv_bn_model()[0]
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    model.graph.initializer.append(numpy_helper.from_array(array, "odd"))
+    model.graph.node.insert(0, helper.make_node("Identity", ["odd"], ["odd_out"], name="odd"))
+    bn.input[list(bn.input).index(param)] = "odd_out"
+    folded, result = fold_copy(model)
+    d = decision(result, "bn")
+    assert (d.outcome, d.reason, d.detail) == ("skipped", MALFORMED, detail)
+    assert [n.op_type for n in folded.graph.node].count("BatchNormalization") == 1

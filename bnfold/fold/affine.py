@@ -126,6 +126,7 @@ def _batchnorm(node: ir.Node, consts: ConstantResolver) -> Affine:
         raise Refusal(R.NON_CONSTANT_PARAMETERS,
                       "scale, B, mean or var is computed at run time (a graph input or an input-dependent op)")
     eps = bn_epsilon(node)
+    _check_batchnorm_parameters(node, params)
     gamma, beta, mean, var = (p.array.astype(np.float64).reshape(-1) for p in params)
     bad = [f"{int((~np.isfinite(a)).sum())} non-finite {name}" for name, a in
            (("scale", gamma), ("B", beta), ("mean", mean), ("var", var)) if not np.isfinite(a).all()]
@@ -136,6 +137,23 @@ def _batchnorm(node: ir.Node, consts: ConstantResolver) -> Affine:
         raise Refusal(R.DEGENERATE_STATISTICS, "; ".join(bad) + ": the model's output is not finite in those channels")
     s = gamma / np.sqrt(var + eps)
     return Affine(node, 0, s, beta - mean * s, True, any(p.overridable for p in params))
+
+
+def _check_batchnorm_parameters(node: ir.Node, params: list) -> None:
+    """Four 1-D float vectors of one length C, and C the input's channels where its shape says so."""
+    names = ("scale", "B", "mean", "var")
+    for name, p in zip(names, params):
+        if p.dtype not in FLOAT_TYPES or len(p.shape) != 1:
+            raise Refusal(R.MALFORMED, f"{name} is a {p.dtype} tensor of shape {list(p.shape)}, not a vector of "
+                          "floats")
+    lengths = {p.shape[0] for p in params}
+    if len(lengths) > 1:
+        raise Refusal(R.MALFORMED, "scale, B, mean and var differ in length ("
+                      + ", ".join(f"{n} {p.shape[0]}" for n, p in zip(names, params)) + ")")
+    shape = node.inputs[0].shape
+    channels = shape[1] if shape is not None and len(shape) > 1 else None
+    if isinstance(channels, int) and channels != params[0].shape[0]:
+        raise Refusal(R.MALFORMED, f"the input has {channels} channels and the parameters {params[0].shape[0]}")
 
 
 def _elementwise(node: ir.Node, consts: ConstantResolver) -> Affine | None:

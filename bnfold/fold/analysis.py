@@ -131,6 +131,23 @@ class _Analyzer:
                 return i, refusal
         return len(chain), None
 
+    def check_entry(self, affine: Affine, layout: Layout) -> None:
+        """Refuse the first op of a forward chain when its constant could broadcast the data it meets to a
+        larger shape: a [C] constant against a channel axis of size 1 makes C copies, which removing the op
+        undoes. Backward, the data is the partner's output, whose channels the partner's weight fixes, and each
+        op the chain keeps passes the channel axis on unchanged."""
+        if affine.is_bn or (affine.s.size == 1 and affine.t.size == 1):
+            return
+        rank = self.shapes.rank(affine.data)
+        dims = affine.data.shape
+        dim = dims[layout.axis] if dims is not None and rank and -rank <= layout.axis < rank else None
+        if not isinstance(dim, int):
+            raise Refusal(R.UNKNOWN_SHAPE, f"the size of the channel axis of {affine.node.op_type} "
+                          f"'{node_label(affine.node)}''s input is not known, so its constant might broadcast it")
+        if dim != layout.channels:
+            raise Refusal(R.CHANNEL_AXIS_MISMATCH, f"{affine.node.op_type} '{node_label(affine.node)}' broadcasts "
+                          f"its input's channel axis from {dim} to {layout.channels}")
+
     # -- forward ---------------------------------------------------------------------------------
 
     def forward_target(self, tail: Affine) -> tuple[Partner, list[ir.Node], Layout, int]:
@@ -190,6 +207,12 @@ class _Analyzer:
                 refusal = exc
                 break
             start = i
+        while start < len(chain):
+            try:
+                self.check_entry(chain[start], layout)
+                break
+            except Refusal as exc:
+                refusal, start = exc, start + 1
         if any(n.op_type == "MaxPool" for n in via) and start < len(chain):
             s, _ = compose([a.per_channel(layout.rank, layout.axis, layout.channels) for a in chain[start:]],
                            layout.channels)

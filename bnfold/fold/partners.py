@@ -223,4 +223,27 @@ def make_partner(node: ir.Node, consts: ConstantResolver, rank_of: Callable[[ir.
         if op == "Gemm":
             bias = bias * float(_attr(node, "beta", 1.0))
     ranks = (rank_of(node.inputs[0]), rank_of(node.outputs[0])) if op == "MatMul" else (None, None)
-    return Partner(node, weight, weight.shape, bias, dtype, overridable, ranks)
+    partner = Partner(node, weight, weight.shape, bias, dtype, overridable, ranks)
+    _check_geometry(partner)
+    return partner
+
+
+def _check_geometry(partner: Partner) -> None:
+    """The weight and bias shapes the fold's arithmetic relies on (load-time validation sees only
+    initializers; these may be computed). A model that breaks them does not run in onnxruntime either."""
+    shape, op, label = partner.shape, partner.op, node_label(partner.node)
+    if op in ("Conv", "ConvTranspose"):
+        group = partner.group
+        if len(shape) < 3 or group < 1 or shape[0] % group:
+            raise Refusal(R.MALFORMED, f"{op} '{label}' has a weight of shape {list(shape)} with group={group}")
+    if partner.bias is None:
+        return
+    channels = partner.output_layout().channels
+    bias = partner.bias.shape
+    if op in ("Conv", "ConvTranspose"):
+        fits = bias == (channels,)
+    else:  # Gemm's C broadcasts against [M, N]
+        fits = len(bias) <= 2 and (not bias or bias[-1] in (1, channels))
+    if not fits:
+        raise Refusal(R.MALFORMED, f"the bias of {op} '{label}' has shape {list(bias)}; the weight makes {channels} "
+                      "channels")

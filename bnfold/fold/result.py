@@ -28,6 +28,7 @@ UNSUPPORTED_PARTNER = "unsupported-partner"
 NON_POSITIVE_SCALE = "non-positive-scale"
 DEGENERATE_STATISTICS = "degenerate-statistics"
 OVERFLOW = "overflow"
+MALFORMED = "malformed-parameters"
 
 REASONS = {
     TRAINING_MODE: "BatchNormalization runs in training mode (training_mode=1 or running-stat outputs used)",
@@ -46,6 +47,7 @@ REASONS = {
     NON_POSITIVE_SCALE: "a scale is <= 0, so it does not commute with MaxPool",
     DEGENERATE_STATISTICS: "variance + epsilon <= 0, or a parameter is NaN/Inf",
     OVERFLOW: "the folded weights overflow the weight dtype",
+    MALFORMED: "a parameter's shape or dtype does not fit the op (onnxruntime would reject the model)",
 }
 
 
