@@ -6,6 +6,8 @@ after the output), and a single-file model stays a single file.
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import shutil
 import tempfile
@@ -128,8 +130,10 @@ def _release_previous():
 class StagedModel:
     """A model written beside its destination, moved into place by commit() or deleted by discard()."""
 
-    def __init__(self, model, destination: Path, *, external_data: bool, unchanged_from: Path | None = None) -> None:
-        """`unchanged_from`: the single-file model `model` was loaded from, left as it was: copy its bytes."""
+    def __init__(self, model, destination: Path, *, external_data: bool, unchanged_from: Path | None = None,
+                 keep: tuple[Path, ...] = ()) -> None:
+        """`unchanged_from`: the single-file model `model` was loaded from, left as it was: copy its bytes.
+        `keep`: files (the input's data) that commit() must not remove even if they are named after OUT."""
         import onnx_ir as ir
 
         self.destination = destination
@@ -138,7 +142,11 @@ class StagedModel:
             raise OutputError(f"{destination}: folder {folder} does not exist")
         self._dir = _scratch_dir(f".{destination.name}.", folder)
         self.path = self._dir / destination.name
-        self.data_name = f"{destination.name}.data" if external_data else None
+        # A data file name no file has: publishing it cannot touch the data an existing OUT (or IN, in place)
+        # reads, and the model's rename is the one step that switches from the old files to the new.
+        self.data_name = claim_data_name(destination) if external_data else None
+        self._committed = False
+        self._keep = {path.resolve() for path in keep}
         try:
             if unchanged_from is not None and not external_data:
                 shutil.copyfile(unchanged_from, self.path)
@@ -151,22 +159,84 @@ class StagedModel:
             raise
 
     def commit(self) -> None:
-        # Data first: a reader that sees the new model file must find the data it points at.
+        # Data first, under its new name: a reader that sees the new model file finds the data it points at,
+        # and one that still sees the old model file still finds the old data.
         if self.data_name and (self._dir / self.data_name).exists():
             _publish(self._dir / self.data_name, self.destination.parent / self.data_name)
         _publish(self.path, self.destination)
+        # What the old OUT read, and what a killed run published but never switched to, goes now.
+        for old in _own_data_files(self.destination):
+            if old.name != self.data_name and old.resolve() not in self._keep:
+                old.unlink(missing_ok=True)
+        self._committed = True
         self.discard()
 
     def discard(self) -> None:
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self.data_name and not self._committed:  # the claimed name, still an empty placeholder
+            (self.destination.parent / self.data_name).unlink(missing_ok=True)
+        _release_scratch(self._dir)
+
+
+def claim_data_name(destination: Path) -> str:
+    """`OUT.data`, or `OUT.1.data`, `OUT.2.data`... : the first name no file in OUT's folder has, claimed by
+    creating it empty, so a concurrent fold into the same OUT picks another."""
+    for name in [f"{destination.name}.data"] + [f"{destination.name}.{k}.data" for k in range(1, 1000)]:
+        try:
+            os.close(os.open(destination.parent / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"{destination.parent}: cannot write there ({exc.strerror})") from None
+        return name
+    raise OutputError(f"{destination}: 1000 data files named after it already exist; remove them")
+
+
+def _own_data_files(destination: Path) -> list[Path]:
+    """The data files bnfold names after OUT (OUT.data, OUT.<k>.data) that exist. Any other file an old OUT
+    read may be shared with other models, and is left alone."""
+    names = [f"{destination.name}.data"] + [f"{destination.name}.{k}.data" for k in range(1, 1000)]
+    return [destination.parent / name for name in names if (destination.parent / name).is_file()]
+
+
+# The scratch folders of runs in progress, each held by an exclusive lock on its LOCK file (path -> handle).
+_HELD: dict[Path, object] = {}
+LOCK = ".lock"
 
 
 def _scratch_dir(prefix: str, folder: Path) -> Path:
-    """A private folder beside the output, so the final rename stays on one file system."""
+    """A private folder beside the output, so the final rename stays on one file system. It is locked while
+    this run uses it; one a killed run left behind (its lock free) is removed first."""
+    _remove_abandoned(folder, prefix)
     try:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
+        handle = open(path / LOCK, "w")  # noqa: SIM115 - held until the folder is released
     except OSError as exc:
         raise OutputError(f"{folder}: cannot write there ({exc.strerror})") from None
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    _HELD[path] = handle
+    return path
+
+
+def _release_scratch(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    handle = _HELD.pop(path, None)
+    if handle is not None:
+        handle.close()
+
+
+def _remove_abandoned(folder: Path, prefix: str) -> None:
+    """Scratch folders with this prefix whose lock no process holds: what a killed run left (a concurrent
+    run holds its lock, so its folder stays)."""
+    for candidate in folder.glob(f"{glob.escape(prefix)}*"):
+        lock = candidate / LOCK
+        if not candidate.is_dir() or not lock.is_file():
+            continue
+        try:
+            with open(lock, "r+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(candidate, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _umask() -> int:
@@ -239,7 +309,7 @@ class TensorSpill:
 
     def close(self) -> None:
         self._file.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        _release_scratch(self._dir)
 
     def __enter__(self) -> "TensorSpill":
         return self

@@ -148,12 +148,87 @@ def test_external_data_model_folds_in_place(tmp_path):
     result = invoke("fold", model, "--in-place")
 
     assert result.exit_code == 0, result.output
-    assert listing(tmp_path) == ["m.onnx", "m.onnx.data", "saved"]
+    # the new weights went to a new name, switched to by the model's one rename; the old data file went after
+    assert listing(tmp_path) == ["m.onnx", "m.onnx.1.data", "saved"]
     assert bn_count(model) == 0
-    assert data.read_bytes() != original_data
-    assert set(external_locations(model).values()) == {"m.onnx.data"}
+    assert (tmp_path / "m.onnx.1.data").read_bytes() != original_data
+    assert set(external_locations(model).values()) == {"m.onnx.1.data"}
     assert_outputs_equal(run_model(model, feeds()), expected)
     assert_outputs_equal(run_model(tmp_path / "saved" / "m.onnx", feeds()), expected)
+    # and back: the names alternate
+    assert invoke("fold", model, "--in-place").exit_code == 0
+    assert listing(tmp_path) == ["m.onnx", "m.onnx.data", "saved"]
+    assert_outputs_equal(run_model(model, feeds()), expected)
+
+
+def test_refolding_into_an_existing_external_data_out_leaves_one_data_file(tmp_path):
+    model, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    save_external(conv_bn_model(), model)
+    expected = run_model(model, feeds())
+    for data_name in ("out.onnx.data", "out.onnx.1.data", "out.onnx.data"):
+        assert invoke("fold", model, out).exit_code == 0
+        assert listing(tmp_path) == sorted(["m.onnx", "m.onnx.data", "out.onnx", data_name])
+        assert set(external_locations(out).values()) == {data_name}
+        assert_outputs_equal(run_model(out, feeds()), expected)
+
+
+def test_a_data_file_out_shares_with_other_models_is_left_alone(tmp_path):
+    model, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    save_external(conv_bn_model(), model)
+    save_external(conv_bn_model(), out, "shared.data")
+    assert invoke("fold", model, out).exit_code == 0
+    assert "shared.data" in listing(tmp_path) and set(external_locations(out).values()) == {"out.onnx.data"}
+
+
+# A fold killed (SIGKILL) right after the k-th rename it publishes, or while it writes its staging files.
+KILLED_FOLD = """
+import os, signal, sys
+import bnfold.io as io
+point, calls = sys.argv[1], []
+publish, save = io._publish, io.StagedModel.__init__
+def killing_publish(staged, destination):
+    publish(staged, destination)
+    calls.append(destination)
+    if point == f"after-rename-{len(calls)}":
+        os.kill(os.getpid(), signal.SIGKILL)
+def killing_init(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    if point == "after-staging":
+        os.kill(os.getpid(), signal.SIGKILL)
+io._publish, io.StagedModel.__init__ = killing_publish, killing_init
+from bnfold.cli import main
+sys.argv = ["bnfold", "fold", *sys.argv[2:], "--no-verify"]
+main()
+"""
+
+
+@pytest.mark.parametrize("point", ["after-staging", "after-rename-1", "after-rename-2"])
+@pytest.mark.parametrize("mode", ["into-existing-out", "in-place"])
+def test_a_killed_fold_leaves_the_old_or_the_new_model_never_a_mix(tmp_path, point, mode):
+    import subprocess
+    import sys
+
+    model = tmp_path / "m.onnx"
+    save_external(conv_bn_model(), model)
+    expected = run_model(model, feeds())
+    args = [str(model), "--in-place"] if mode == "in-place" else [str(model), str(tmp_path / "out.onnx")]
+    target = model if mode == "in-place" else tmp_path / "out.onnx"
+    if mode == "into-existing-out":
+        assert invoke("fold", model, target, "--no-verify").exit_code == 0  # OUT and OUT.data exist
+    before = {name: (tmp_path / name).read_bytes() for name in listing(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_FOLD, point, *args], capture_output=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    # the target loads and computes what the original computes: the old files or the new, never a mix
+    assert_outputs_equal(run_model(target, feeds()), expected)
+    if mode == "into-existing-out":
+        assert model.read_bytes() == before["m.onnx"] and (tmp_path / "m.onnx.data").read_bytes() == \
+            before["m.onnx.data"]
+    # the next run cleans what the killed one left, and leaves one model with one data file
+    assert invoke("fold", *args, "--no-verify").exit_code == 0
+    names = listing(tmp_path)
+    assert not [n for n in names if n.startswith(".")], names
+    assert len([n for n in names if n.startswith(target.name) and n.endswith(".data")]) == 1, names
+    assert_outputs_equal(run_model(target, feeds()), expected)
 
 
 @pytest.mark.parametrize("where", ["parent", "absolute"])

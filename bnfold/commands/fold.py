@@ -154,14 +154,16 @@ def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool,
                                strict_inputs=strict_inputs, verify=verify, force=force, shapes=shapes,
                                inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol,
                                external=external, progress=progress, keras_source=keras_source,
-                               fail_on_skip=fail_on_skip, save_inputs=save_inputs)
+                               fail_on_skip=fail_on_skip, save_inputs=save_inputs,
+                               # in place, IN's old data goes with the old IN; else it is never touched
+                               keep=() if model_out.resolve() == model_in.resolve() else tuple(data_files))
 
 
 def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: bool, report_path: Path | None,
                     strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None,
                     batches: int, seed: int, rtol: float | None, atol: float | None, external: bool,
                     progress, keras_source: tuple | None = None, fail_on_skip: frozenset[str] = frozenset(),
-                    save_inputs: Path | None = None) -> bool:
+                    save_inputs: Path | None = None, keep: tuple[Path, ...] = ()) -> bool:
     from bnfold import io
     from bnfold.fold import fold_model
 
@@ -194,7 +196,7 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
         progress(f"writing {model_out}")
         # Nothing folded: the output is the input, byte for byte.
         staged = io.StagedModel(model, model_out, external_data=external,
-                                unchanged_from=None if result.folded else model_in)
+                                unchanged_from=None if result.folded else model_in, keep=keep)
         try:
             if verify and result.folded:
                 from bnfold.verify import verify_models
