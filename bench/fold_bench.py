@@ -654,6 +654,13 @@ def budget_lines(raw: dict, huge: bool = False) -> list[str]:
         lines.append(f"- CLI, whole process vs whole I/O-floor process: {ratio:.2f}× "
                      f"(median {cli['process_s_median']:.2f} s vs {floor['process_s_median']:.2f} s) → "
                      f"{'PASS' if ratio <= 1.5 else 'FAIL'}; fastest runs {best:.2f}×")
+    ort = tools.get("ort-basic", {})
+    if ort.get("process_s_median") and cli.get("process_s_median"):
+        ratio = cli["process_s_median"] / ort["process_s_median"]
+        best = cli["process_s_min"] / ort["process_s_min"]
+        lines.append(f"- CLI, whole process vs onnxruntime's offline optimizer (ort-basic) as a whole process: "
+                     f"{ratio:.2f}× (median {cli['process_s_median']:.2f} s vs {ort['process_s_median']:.2f} s) → "
+                     f"{'PASS' if ratio <= 1.0 else 'FAIL'}; fastest runs {best:.2f}×")
     if lib.get("growth_mib") is not None:
         g, p = lib["growth_mib"], lib["peak_mib"]
         lines.append(f"- fold peak memory ≤ 2 × model size ({size:.0f} MiB): library RSS growth {g:.0f} MiB "
