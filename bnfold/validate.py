@@ -74,13 +74,7 @@ class _Validator:
         self.path = path
 
     def run(self) -> None:
-        model = self.proto
-        texts = [model.producer_name, model.producer_version, model.domain, model.doc_string,
-                 *(o.domain for o in model.opset_import), *(f"{m.key}{m.value}" if isinstance(m.key, str) and
-                                                             isinstance(m.value, str) else b"" for m in model.metadata_props)]
-        broken = next((text for text in texts if not isinstance(text, str)), None)
-        if broken is not None:
-            raise _Invalid(f"the model's metadata {broken[:40]!r} is not valid UTF-8")
+        _text(self.proto, "the model")
         self._versions()
         self._graph(self.proto.graph, frozenset(), "main graph")
 
@@ -155,12 +149,6 @@ class _Validator:
                 raise _Invalid(f"{label}: value {name!r} is produced twice ({produced[name]} and {by})")
             produced[name] = by
 
-        names = [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
-        for node in graph.node:
-            names += [node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
-        broken = next((name for name in names if not isinstance(name, str)), None)
-        if broken is not None:  # protobuf hands back bytes for a string field that is not UTF-8
-            raise _Invalid(f"{label}: the name {broken!r} is not valid UTF-8")
         for value in graph.input:
             claim(value.name, "a graph input")
         for init in graph.initializer:
@@ -303,6 +291,28 @@ class _Validator:
         if size > MATERIALIZE_LIMIT:
             raise _Invalid(f"{where} would make a {size / (1 << 30):.1f} GiB tensor of shape {dims}; "
                            f"bnfold evaluates constants up to {MATERIALIZE_LIMIT >> 30} GiB")
+
+
+def _text(message, where: str) -> None:
+    """Every string field, recursively, is text: protobuf hands back bytes for one that is not UTF-8, and
+    every name ends up in a report, a JSON document or a written model."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            for text in (value if _repeated(field) else [value]):
+                if not isinstance(text, str):
+                    raise _Invalid(f"{where}: {field.name} {text[:40]!r} is not valid UTF-8")
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in (value if _repeated(field) else [value]):
+                _text(item, f"{where}, {getattr(item, 'name', '') or field.name}"
+                      if field.name in ("graph", "node", "g", "graphs") else where)
+
+
+def _repeated(field) -> bool:
+    # FieldDescriptor.label is deprecated in newer protobuf releases; is_repeated replaces it
+    repeated = getattr(field, "is_repeated", None)
+    return repeated if isinstance(repeated, bool) else field.label == field.LABEL_REPEATED
 
 
 def _captured(node: onnx.NodeProto) -> set[str]:
