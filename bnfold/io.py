@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -194,8 +195,13 @@ def claim_data_name(destination: Path) -> str:
 def _own_data_files(destination: Path) -> list[Path]:
     """The data files bnfold names after OUT (OUT.data, OUT.<k>.data) that exist. Any other file an old OUT
     read may be shared with other models, and is left alone."""
-    names = [f"{destination.name}.data"] + [f"{destination.name}.{k}.data" for k in range(1, 1000)]
-    return [destination.parent / name for name in names if (destination.parent / name).is_file()]
+    own = re.compile(re.escape(destination.name) + r"(\.[1-9][0-9]{0,2})?\.data")
+    try:
+        names = os.listdir(destination.parent)
+    except OSError:
+        return []
+    return [destination.parent / name for name in sorted(names) if own.fullmatch(name)
+            and (destination.parent / name).is_file()]
 
 
 # The scratch folders of runs in progress, each held by an exclusive lock on its LOCK file (path -> handle).
