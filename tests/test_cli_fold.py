@@ -683,3 +683,22 @@ def test_a_side_file_that_would_replace_a_model_is_refused(tmp_path, case):
     assert stderr_lines(result) == [f"error: {message}: choose another file"]
     assert model.read_bytes() == RESNET.read_bytes() and out.read_bytes() == b"previous"
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "out.onnx"]
+
+
+def test_a_model_shape_inference_rejects_folds_quietly(tmp_path):
+    """onnx's inference fails on a mixed-dtype Add elsewhere in the graph; onnx-ir logs that failure with a
+    traceback. The fold goes on with the shapes the model declares, and says nothing on stderr."""
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 6])
+    nodes = [helper.make_node("Relu", ["X"], ["r"], name="relu"), helper.make_node("Mul", ["r", "k"], ["m"], name="mul"),
+             helper.make_node("Gemm", ["m", "W"], ["Y"], name="gemm"), helper.make_node("Add", ["X", "ik"], ["odd"])]
+    inits = [numpy_helper.from_array(np.full([6], 2.0, np.float32), "k"),
+             numpy_helper.from_array(np.ones([6, 3], np.float32), "W"), numpy_helper.from_array(np.ones([1], np.int64), "ik")]
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3]),
+                                                helper.make_tensor_value_info("odd", TensorProto.FLOAT, None)], inits)
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    proc = subprocess.run([sys.executable, "-m", "bnfold", "fold", str(model), str(tmp_path / "o.onnx"), "--no-verify"],
+                          capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "  Mul 'mul': skipped (unknown-shape)" in proc.stdout
