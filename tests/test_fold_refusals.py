@@ -388,3 +388,19 @@ def test_batchnorm_parameters_of_the_wrong_shape_behind_an_identity(param, array
     d = decision(result, "bn")
     assert (d.outcome, d.reason, d.detail) == ("skipped", MALFORMED, detail)
     assert [n.op_type for n in folded.graph.node].count("BatchNormalization") == 1
+
+
+def test_a_constant_numpy_cannot_make_is_left_as_computed():
+    """Expand to 40 dims (numpy stops at 32): the BN's var is not a constant bnfold can evaluate."""
+    from onnx import helper, numpy_helper
+
+    from helpers import conv_bn_model, decision, fold_copy
+
+    model = conv_bn_model()[0]
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    model.graph.initializer.extend([numpy_helper.from_array(np.ones([1], np.float32), "one"),
+                                    numpy_helper.from_array(np.ones([40], np.int64), "forty_dims")])
+    model.graph.node.insert(0, helper.make_node("Expand", ["one", "forty_dims"], ["var40"], name="expand"))
+    bn.input[4] = "var40"
+    d = decision(fold_copy(model)[1], "bn")
+    assert (d.outcome, d.reason) == ("skipped", NON_CONSTANT_PARAMETERS)

@@ -162,7 +162,7 @@ class ConstantResolver:
             return None
         try:
             array = _EVALUATORS[node.op_type](node, [c.array for c in inputs])
-        except (ValueError, TypeError, IndexError):
+        except (ValueError, TypeError, IndexError, RuntimeError, OverflowError):  # numpy's refusals, e.g. > 32 dims
             return None
         return Const(any(c.overridable for c in inputs), array=np.asarray(array))
 
