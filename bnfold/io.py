@@ -6,7 +6,6 @@ after the output), and a single-file model stays a single file.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import os
 import re
@@ -204,6 +203,11 @@ def _own_data_files(destination: Path) -> list[Path]:
             and (destination.parent / name).is_file()]
 
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: scratch folders are not locked, abandoned ones stay
+    fcntl = None
+
 # The scratch folders of runs in progress, each held by an exclusive lock on its LOCK file (path -> handle).
 _HELD: dict[Path, object] = {}
 LOCK = ".lock"
@@ -218,7 +222,8 @@ def _scratch_dir(prefix: str, folder: Path) -> Path:
         handle = open(path / LOCK, "w")  # noqa: SIM115 - held until the folder is released
     except OSError as exc:
         raise OutputError(f"{folder}: cannot write there ({exc.strerror})") from None
-    fcntl.flock(handle, fcntl.LOCK_EX)
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX)
     _HELD[path] = handle
     return path
 
@@ -232,7 +237,9 @@ def _release_scratch(path: Path) -> None:
 
 def _remove_abandoned(folder: Path, prefix: str) -> None:
     """Scratch folders with this prefix whose lock no process holds: what a killed run left (a concurrent
-    run holds its lock, so its folder stays)."""
+    run holds its lock, so its folder stays). Without flock (Windows) nothing is removed."""
+    if fcntl is None:
+        return
     for candidate in folder.glob(f"{glob.escape(prefix)}*"):
         lock = candidate / LOCK
         if not candidate.is_dir() or not lock.is_file():

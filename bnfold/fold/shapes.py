@@ -37,7 +37,8 @@ class ShapeOracle:
         # A model onnx's inference rejects (a type error in an unrelated node) keeps the shapes it declares,
         # and what needed more is refused as unknown-shape; the pass's warning would print a traceback.
         logger = logging.getLogger("onnx_ir.passes.common.shape_inference")
-        level, logger.level = logger.level, logging.ERROR
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # setLevel, not .level =: it clears the loggers' cached levels
         try:
             ShapeInferencePass(strict_mode=False).call(self._model)
         finally:
