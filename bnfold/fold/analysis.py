@@ -354,10 +354,10 @@ def _describe(outcome: str, direction: str | None, partner: Partner | None) -> s
 
 
 def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], None] | None = None) -> list[Partner]:
-    """Refuse the plans of any touched partner whose folded weight overflows its dtype, and hand the others'
-    folded weights to `write`, each materialized once. Without `write` (an analysis) no folded weight is
-    materialized: the largest |value| decides overflow and range growth alike. Returns the partners whose
-    folds stand."""
+    """Refuse the plans of any touched partner whose folded weight overflows its dtype or loses precision
+    below its normal range, and hand the others' folded weights to `write`, each materialized once. Without
+    `write` (an analysis) no folded weight is materialized: the largest |value| decides overflow and range
+    growth alike. Returns the partners whose folds stand."""
     good, bad, growths = [], {}, {}
     for partner in analysis.partners.values():
         if not partner.touched:
@@ -366,19 +366,22 @@ def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], Non
         after = magnitude(weight) if weight is not None else partner.folded_magnitude()
         growths[id(partner)] = range_growth(magnitude(partner.weight.array), after, partner.scales,
                                             partner.channel_scales)
+        detail, reason = partner.overflow(after), R.OVERFLOW
+        if detail is None:
+            detail, reason = partner.underflow(), R.UNDERFLOW
         partner.weight.release()
-        detail = partner.overflow(after)
         if detail is None:
             good.append(partner)
             if write is not None:
                 write(partner, weight)
         else:
-            bad[id(partner)] = detail
+            bad[id(partner)] = reason, detail
         del weight
     for plan in analysis.plans:
         if id(plan.partner) in bad:
             for decision in plan.decisions:
-                decision.outcome, decision.reason, decision.detail = R.SKIPPED, R.OVERFLOW, bad[id(plan.partner)]
+                decision.outcome = R.SKIPPED
+                decision.reason, decision.detail = bad[id(plan.partner)]
                 decision.direction = decision.partner = decision.partner_op = None
     analysis.plans = [plan for plan in analysis.plans if id(plan.partner) not in bad]
     for plan in analysis.plans:

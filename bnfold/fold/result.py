@@ -28,6 +28,7 @@ UNSUPPORTED_PARTNER = "unsupported-partner"
 NON_POSITIVE_SCALE = "non-positive-scale"
 DEGENERATE_STATISTICS = "degenerate-statistics"
 OVERFLOW = "overflow"
+UNDERFLOW = "underflow"
 MALFORMED = "malformed-parameters"
 
 REASONS = {
@@ -47,6 +48,7 @@ REASONS = {
     NON_POSITIVE_SCALE: "a scale is <= 0, so it does not commute with MaxPool",
     DEGENERATE_STATISTICS: "variance + epsilon <= 0, or a parameter is NaN/Inf",
     OVERFLOW: "the folded weights overflow the weight dtype",
+    UNDERFLOW: "a channel's folded weights fall below the dtype's normal range, losing the precision the original keeps",
     MALFORMED: "a parameter's shape or dtype does not fit the op (onnxruntime would reject the model)",
 }
 
