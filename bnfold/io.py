@@ -16,6 +16,7 @@ from pathlib import Path
 import onnx
 
 from bnfold.errors import InputError, OutputError
+from bnfold.self_mapped import read_self_mapped
 from bnfold.single_file import save_single_file
 from bnfold.validate import validate
 
@@ -44,17 +45,21 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
     return files
 
 
-def read_proto(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
-    """The ModelProto without its external data loaded, and the external data files it uses."""
+def read_proto(path: Path, *, map_weights: bool = False) -> tuple[onnx.ModelProto, list[Path]]:
+    """The ModelProto without its external data loaded, and the external data files it uses (never the
+    model's own file). `map_weights`: a single file's large initializers become external data pointing into
+    the file itself (bnfold.self_mapped), so they are memory-mapped like external data, not held in memory."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises several unrelated types for a corrupt file
-        raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    proto = read_self_mapped(path) if map_weights else None
+    if proto is None:
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf raises several unrelated types for a corrupt file
+            raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
     if not proto.HasField("graph"):
         raise InputError(f"{path}: not an ONNX model (no graph)")
-    files = _check_external_data(proto, path)
+    files = [f for f in dict.fromkeys(_check_external_data(proto, path)) if f != path.resolve()]
     validate(proto, path)
     return proto, files
 
@@ -94,7 +99,7 @@ def load_model_and_data(path: Path, *, untype_maps: bool = False):
     """The model, and the external data files it reads."""
     import onnx_ir as ir
 
-    proto, data_files = read_proto(path)
+    proto, data_files = read_proto(path, map_weights=True)
     if untype_maps:
         _untype_maps(proto.graph)
     try:
@@ -102,13 +107,21 @@ def load_model_and_data(path: Path, *, untype_maps: bool = False):
     except Exception as exc:
         raise InputError(f"{path}: cannot be read as an ONNX graph: {_root_cause(exc)}") from None
     ir.external_data.set_base_dir(model.graph, str(path.parent))
+    model.meta[_SOURCE] = str(path.resolve())
     return model, data_files
 
 
+# model.meta key: the file the model was loaded from, whose own bytes its mapped initializers read
+_SOURCE = "bnfold.source"
+
+
 def has_external_data(model) -> bool:
+    """Whether the model was loaded with weights in other files than its own (an initializer mapped from
+    the single file itself does not count: that model is written as a single file again)."""
     import onnx_ir as ir
 
-    return any(isinstance(v.const_value, ir.ExternalTensor)
+    source = model.meta.get(_SOURCE)
+    return any(isinstance(v.const_value, ir.ExternalTensor) and str(Path(v.const_value.path).resolve()) != source
                for g in model.graphs() for v in g.initializers.values())
 
 

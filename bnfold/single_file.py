@@ -46,9 +46,11 @@ def _tensor_chunks(value) -> list:
         data = memoryview(np.ascontiguousarray(tensor.numpy())).cast("B")
         return [header.SerializeToString(), _RAW_DATA_TAG, _varint(data.nbytes), data]
     if isinstance(tensor, ir.ExternalTensor):
-        # A single file holds every byte: read external data in rather than pointing at it.
+        # A single file holds every byte: external data (or the input's own mapped bytes) is copied in from
+        # the mapping, which the caller releases once written.
         header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
-        data = tensor.tobytes()
+        plain = sys.byteorder == "little" and tensor.dtype.bitwidth >= 8 and tensor.dtype != ir.DataType.STRING
+        data = memoryview(tensor.numpy()).cast("B") if plain else tensor.tobytes()
         return [header.SerializeToString(), _RAW_DATA_TAG, _varint(len(data)), data]
     proto = ir.serde.serialize_tensor(tensor)
     proto.name = value.name
@@ -75,12 +77,19 @@ def save_single_file(model, path: Path) -> None:
     with open(path, "wb") as handle:
         handle.write(skeleton)
         for value in initializers:
-            chunks = _tensor_chunks(value)
-            tensor_size = sum(len(c) if isinstance(c, bytes) else c.nbytes for c in chunks)
-            size = _varint(tensor_size)
-            handle.write(_MODEL_GRAPH_TAG)
-            handle.write(_varint(len(_GRAPH_INITIALIZER_TAG) + len(size) + tensor_size))
-            handle.write(_GRAPH_INITIALIZER_TAG)
-            handle.write(size)
-            for chunk in chunks:
-                handle.write(chunk)
+            _write_initializer(handle, value)
+            if isinstance(value.const_value, ir.ExternalTensor):
+                value.const_value.release()  # its pages leave RSS: one tensor's resident at a time
+
+
+def _write_initializer(handle, value) -> None:
+    """One ModelProto{graph{initializer}} fragment (the views of a mapped tensor end with this call)."""
+    chunks = _tensor_chunks(value)
+    tensor_size = sum(len(c) if isinstance(c, bytes) else c.nbytes for c in chunks)
+    size = _varint(tensor_size)
+    handle.write(_MODEL_GRAPH_TAG)
+    handle.write(_varint(len(_GRAPH_INITIALIZER_TAG) + len(size) + tensor_size))
+    handle.write(_GRAPH_INITIALIZER_TAG)
+    handle.write(size)
+    for chunk in chunks:
+        handle.write(chunk)
