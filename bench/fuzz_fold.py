@@ -13,7 +13,7 @@ or flips / truncates the serialized bytes. A worker process runs, through the CL
 - `lint CASE --isolated --format json` and `lint CASE --format sarif` (every reporter writes the names);
 - `fold CASE OUT --no-verify`, and when it wrote a folded model that onnxruntime can run next to the
   original: the outputs on seeded random inputs must agree (fp32 rtol 1e-4 / atol 1e-5 of the output's
-  scale, fp16 / bf16 1e-2), a half-precision fold must stay within 2.5x the original's RMS distance from
+  scale, fp16 / bf16 1e-2), a half-precision fold must stay within 3x the original's RMS distance from
   a float32 evaluation of the same model, and OUT must pass the onnx checker when CASE does.
 
 Outcomes: `ok` (a result), `error` (a clean BnfoldError / usage error), `within-noise` (a folded model
@@ -508,8 +508,9 @@ def _in_float32(model: onnx.ModelProto) -> onnx.ModelProto:
 def _less_accurate(original: Path, folded: Path) -> str | None:
     """For a half-precision model: why the folded model lies further from a float32 evaluation than the
     original's own rounding explains, or None. A fold rounds each weight once where the original rounds the
-    op's output (1.3-1.7x the original's RMS error, tests/test_fold_refusals.py); past 2.5x the fold lost
-    precision the original keeps."""
+    op's output: 1.3-1.7x the original's RMS error (tests/test_fold_refusals.py), up to 2.5x after a Relu
+    that zeroes most of the output when BN's parameters were float32 (the fold rounds its bias to fp16);
+    weights pushed below the normal range cost 4.6-58x. Past 3x the fold lost precision the original keeps."""
     import onnxruntime as ort
 
     from bnfold.verify.inputs import make_inputs
@@ -533,22 +534,21 @@ def _less_accurate(original: Path, folded: Path) -> str | None:
     for k, (ref, a, b) in enumerate(zip(reference, before, after)):
         if np.asarray(a).dtype.kind != "f" or np.shape(ref) != np.shape(a) or np.size(a) == 0:
             continue
-        # per channel (axis 1 of an N x C x ... output), each relative to its own scale: a channel a BN scaled
-        # by 65000 must not drown the others; a flat output is one channel
+        # by channel (axis 1 of an N x C x ... output; a flat output is one): a channel that reaches past the
+        # dtype's range overflows either way, and what stays finite of it is its top binade, where one rounding
+        # of the weights costs most, so such channels are not compared. Errors are RMS over the rest, at the
+        # scale of the whole output (a channel a Relu almost zeroes has no scale of its own to judge by).
         rows = np.shape(a)[1] if np.ndim(a) >= 3 else 1
         ref64, a64, b64 = (np.moveaxis(np.asarray(v, dtype=np.float64), 1 if rows > 1 else 0, 0).reshape(rows, -1)
                            for v in (ref, a, b))
-        # a channel that reaches past the dtype's range overflows either way, and what stays finite of it is
-        # its top binade, where one rounding of the weights costs most: such channels are not compared
         limit = float(ml_dtypes.finfo(np.asarray(a).dtype).max)
         valid = (np.abs(ref64) <= limit) & np.isfinite(a64) & np.isfinite(b64)
         valid &= valid.all(axis=1, keepdims=True)
-        scale = np.where(valid, np.abs(ref64), 0.0).max(axis=1, keepdims=True)
-        scale[scale == 0] = 1.0
-        with np.errstate(invalid="ignore"):
-            err_a, err_b = (float(np.sqrt(np.mean(np.where(valid, (v - ref64) / scale, 0.0) ** 2))) for v in (a64, b64))
-        if err_b > 2.5 * err_a and err_b > 1e-30:
-            return f"output {k}: RMS error against float32 {err_b:.3g} of each channel's scale, the original's {err_a:.3g}"
+        if not valid.any():
+            continue
+        err_a, err_b = (float(np.sqrt(np.mean((v[valid] - ref64[valid]) ** 2))) for v in (a64, b64))
+        if err_b > 3 * err_a and err_b > 1e-30:
+            return f"output {k}: RMS error against float32 {err_b:.3g}, the original's {err_a:.3g}"
     return None
 
 

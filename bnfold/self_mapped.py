@@ -18,6 +18,8 @@ from pathlib import Path
 
 import onnx
 
+from bnfold.single_file import varint
+
 # Smaller tensors (biases, BN vectors) stay inline: not worth a mapping each.
 MIN_BYTES = 1 << 20
 
@@ -50,15 +52,6 @@ def _varint(data, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _encode_varint(number: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, number = number & 0x7F, number >> 7
-        out.append(low | (0x80 if number else 0))
-        if not number:
-            return bytes(out)
-
-
 def _fields(data, start: int, end: int):
     """(field number, wire type, field start, value start, value end) of each field in data[start:end]."""
     pos = start
@@ -84,7 +77,7 @@ def _fields(data, start: int, end: int):
 
 
 def _delimited(field: int, payload: bytes) -> bytes:
-    return _encode_varint(field << 3 | 2) + _encode_varint(len(payload)) + payload
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
 
 
 def _entry(key: str, value: str) -> bytes:
@@ -112,7 +105,7 @@ def _tensor(data, start: int, end: int, location: str) -> tuple[bytes, bool]:
             or count * _ITEMSIZE.get(header.data_type, 0) != raw[1] - raw[0]:
         return bytes(data[start:end]), False  # validation reports it as the raw data it is
     kept += _entry("location", location) + _entry("offset", str(raw[0])) + _entry("length", str(raw[1] - raw[0]))
-    kept += _encode_varint(_TENSOR_DATA_LOCATION << 3) + _encode_varint(onnx.TensorProto.EXTERNAL)
+    kept += varint(_TENSOR_DATA_LOCATION << 3) + varint(onnx.TensorProto.EXTERNAL)
     return bytes(kept), True
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 
 
-def _varint(number: int) -> bytes:
+def varint(number: int) -> bytes:
+    """A protobuf varint (also used by bnfold.self_mapped to re-frame what it reads)."""
     out = bytearray()
     while True:
         low, number = number & 0x7F, number >> 7
@@ -23,12 +24,12 @@ def _varint(number: int) -> bytes:
 
 
 # Wire tags (field number << 3 | length-delimited) of ModelProto.graph and GraphProto.initializer.
-_MODEL_GRAPH_TAG = _varint(7 << 3 | 2)
-_GRAPH_INITIALIZER_TAG = _varint(5 << 3 | 2)
+_MODEL_GRAPH_TAG = varint(7 << 3 | 2)
+_GRAPH_INITIALIZER_TAG = varint(5 << 3 | 2)
 
 
 # TensorProto.raw_data's wire tag; float tensors computed by the fold are framed around their own buffer.
-_RAW_DATA_TAG = _varint(9 << 3 | 2)
+_RAW_DATA_TAG = varint(9 << 3 | 2)
 
 
 def _tensor_chunks(value) -> list:
@@ -44,14 +45,14 @@ def _tensor_chunks(value) -> list:
             and tensor.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE):
         header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
         data = memoryview(np.ascontiguousarray(tensor.numpy())).cast("B")
-        return [header.SerializeToString(), _RAW_DATA_TAG, _varint(data.nbytes), data]
+        return [header.SerializeToString(), _RAW_DATA_TAG, varint(data.nbytes), data]
     if isinstance(tensor, ir.ExternalTensor):
         # A single file holds every byte: external data (or the input's own mapped bytes) is copied in from
         # the mapping, which the caller releases once written.
         header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
         plain = sys.byteorder == "little" and tensor.dtype.bitwidth >= 8 and tensor.dtype != ir.DataType.STRING
         data = memoryview(tensor.numpy()).cast("B") if plain else tensor.tobytes()
-        return [header.SerializeToString(), _RAW_DATA_TAG, _varint(len(data)), data]
+        return [header.SerializeToString(), _RAW_DATA_TAG, varint(len(data)), data]
     proto = ir.serde.serialize_tensor(tensor)
     proto.name = value.name
     return [proto.SerializeToString()]
@@ -86,9 +87,9 @@ def _write_initializer(handle, value) -> None:
     """One ModelProto{graph{initializer}} fragment (the views of a mapped tensor end with this call)."""
     chunks = _tensor_chunks(value)
     tensor_size = sum(len(c) if isinstance(c, bytes) else c.nbytes for c in chunks)
-    size = _varint(tensor_size)
+    size = varint(tensor_size)
     handle.write(_MODEL_GRAPH_TAG)
-    handle.write(_varint(len(_GRAPH_INITIALIZER_TAG) + len(size) + tensor_size))
+    handle.write(varint(len(_GRAPH_INITIALIZER_TAG) + len(size) + tensor_size))
     handle.write(_GRAPH_INITIALIZER_TAG)
     handle.write(size)
     for chunk in chunks:

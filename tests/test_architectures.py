@@ -20,10 +20,18 @@ for module in ("torch", "torchvision", "timm"):
     pytest.importorskip(module)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "sample_models" / "architectures" / "export_architectures.py"
-# name -> (BN folded, BN in the model, folded layers checked); mobileone's 35 identity-branch BN have no
-# linear neighbour
-EXPECTED = {"resnext50_32x4d": (53, 53, 53), "inception_v3": (94, 94, 94), "res2net50_14w_8s": (149, 149, 149),
-            "mobileone_s0": (191, 226, 191)}
+# name -> (the fold's summary up to its skip count, folded layers checked). MobileOne's and RepVGG's
+# parallel branches (k x k Convs, a 1x1 Conv, an identity BN) merge into one Conv per block, their own
+# re-parameterization: every BN goes, and each block is one checked layer.
+EXPECTED = {
+    "resnext50_32x4d": ("folded 53/53 BatchNormalization: 53 backward into Conv; 0 skipped", 53),
+    "inception_v3": ("folded 94/94 BatchNormalization: 94 backward into Conv; 0 skipped", 94),
+    "res2net50_14w_8s": ("folded 149/149 BatchNormalization: 149 backward into Conv; 0 skipped", 149),
+    "mobileone_s0": ("folded 226/226 BatchNormalization: 191 backward into Conv, 35 merged into Conv; 21/21 affine "
+                     "Mul/Add/Sub/Div; 43/43 sums of parallel branches merged into one Conv; 0 skipped", 43),
+    "repvgg_a0": ("folded 61/61 BatchNormalization: 44 backward into Conv, 17 merged into Conv; 22/22 sums of "
+                  "parallel branches merged into one Conv; 0 skipped", 22),
+}
 
 
 # Every lint finding on each export: these networks are well built, so only the reminder to fold them
@@ -32,6 +40,7 @@ LINT = {
     "inception_v3": [("BN009", "/Conv2d_1a_3x3/bn/BatchNormalization")],
     "res2net50_14w_8s": [("BN009", "/bn1/BatchNormalization")],
     "mobileone_s0": [("BN009", "/stem/conv_scale/bn/BatchNormalization")],
+    "repvgg_a0": [("BN009", "/stem/conv_1x1/bn/BatchNormalization")],
 }
 
 
@@ -44,11 +53,11 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_fold_writes_a_verified_model(exported, tmp_path, name):
-    folded, total, layers = EXPECTED[name]
+    summary, layers = EXPECTED[name]
     out = tmp_path / f"{name}.folded.onnx"
     result = CliRunner().invoke(cli, ["fold", str(exported[name]), str(out)])
     assert result.exit_code == 0, result.output
-    assert f"folded {folded}/{total} BatchNormalization: {folded} backward into Conv" in result.stdout
+    assert summary + ";" in result.stdout, result.stdout.splitlines()[-6:]
     assert f"verified: 1 output and {layers} folded layers within limits over 3 batches" in result.stdout
     assert out.is_file()
     verify = CliRunner().invoke(cli, ["verify", str(exported[name]), str(out)])
@@ -93,4 +102,5 @@ def test_lint_findings_are_the_pinned_ones(exported, name):
 
     found = lint_model(load_model(exported[name]), name)
     assert [(f.code, f.node) for f in found] == LINT[name]
-    assert found[0].message.startswith(f"{EXPECTED[name][0]} BatchNormalization are foldable but still in the model")
+    foldable = EXPECTED[name][0].split("/")[1].split()[0]  # every BN, merges included
+    assert found[0].message.startswith(f"{foldable} BatchNormalization are foldable but still in the model")

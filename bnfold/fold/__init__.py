@@ -9,8 +9,9 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from bnfold.fold.analysis import GraphAnalysis, analyze_graph, finalize
+from bnfold.fold.branches import plan_merges, record_merges
 from bnfold.fold.constants import ConstantResolver
-from bnfold.fold.result import Decision, FoldResult
+from bnfold.fold.result import BACKWARD, Decision, FoldResult
 from bnfold.fold.rewrite import Names, Rewriter
 from bnfold.fold.shapes import ShapeOracle
 
@@ -20,10 +21,13 @@ __all__ = ["Decision", "FoldResult", "analyze_model", "fold_model"]
 def _analyze(model: ir.Model, strict_inputs: bool) -> tuple[list[GraphAnalysis], ShapeOracle]:
     shapes = ShapeOracle(model)
     consts = ConstantResolver(model.ir_version, shapes)
-    # Decisions name the subgraph they are in; the main graph is the unnamed default.
-    analyses = [analyze_graph(graph, "" if graph is model.graph else (graph.name or "subgraph"), consts, shapes,
-                              strict_inputs) for graph in model.graphs()]
+    analyses = [analyze_graph(graph, _label(model, graph), consts, shapes, strict_inputs) for graph in model.graphs()]
     return analyses, shapes
+
+
+def _label(model: ir.Model, graph: ir.Graph) -> str:
+    """Decisions name the subgraph they are in; the main graph is the unnamed default."""
+    return "" if graph is model.graph else (graph.name or "subgraph")
 
 
 def _count_nodes(model: ir.Model) -> int:
@@ -34,8 +38,15 @@ def analyze_model(model: ir.Model, *, strict_inputs: bool = False) -> list[Decis
     """What fold_model would do to each BatchNormalization and affine op, without changing the model."""
     analyses, shapes = _analyze(model, strict_inputs)
     shapes.restore()
-    for analysis in analyses:
+    consts = ConstantResolver(model.ir_version)
+    for graph, analysis in zip(model.graphs(), analyses):
         finalize(analysis)
+        # the Convs the BNs will have folded into, seen through those BNs: the merges fold_model will make
+        through = {id(plan.chain[-1].output): plan.partner for plan in analysis.plans
+                   if plan.direction == BACKWARD and plan.partner.op == "Conv"}
+        folded = frozenset(id(affine.node) for plan in analysis.plans for affine in plan.chain)
+        merges, refusals = plan_merges(graph, consts, strict_inputs, through, folded)
+        record_merges(analysis.decisions, merges, refusals, _label(model, graph))
     return [d for a in analyses for d in a.decisions]
 
 
@@ -51,6 +62,12 @@ def fold_model(model: ir.Model, *, strict_inputs: bool = False, store=None) -> F
     rewriter = Rewriter(Names(model), model, store)
     for analysis in analyses:
         rewriter.apply(analysis)
+    # Parallel branches merge once their BNs are in their Convs; constants are read afresh (weights changed).
+    consts = ConstantResolver(model.ir_version)
+    for graph, analysis in zip(model.graphs(), analyses):
+        merges, refusals = plan_merges(graph, consts, strict_inputs)
+        rewriter.merge(merges)
+        record_merges(analysis.decisions, merges, refusals, _label(model, graph))
     return FoldResult(
         decisions=[d for a in analyses for d in a.decisions],
         nodes_before=before,

@@ -10,6 +10,8 @@ SKIPPED = "skipped"
 
 BACKWARD = "backward"
 FORWARD = "forward"
+# into the one Conv that parallel branches of the same input merge into (bnfold.fold.branches)
+MERGED = "merged"
 
 # Reason codes for a skip. Stable: the JSON report and lint rule BN009 use them.
 TRAINING_MODE = "training-mode"
@@ -30,6 +32,7 @@ DEGENERATE_STATISTICS = "degenerate-statistics"
 OVERFLOW = "overflow"
 UNDERFLOW = "underflow"
 MALFORMED = "malformed-parameters"
+BRANCHES_MISALIGNED = "branches-misaligned"
 
 REASONS = {
     TRAINING_MODE: "BatchNormalization runs in training mode (training_mode=1 or running-stat outputs used)",
@@ -48,8 +51,11 @@ REASONS = {
     NON_POSITIVE_SCALE: "a scale is <= 0, so it does not commute with MaxPool",
     DEGENERATE_STATISTICS: "variance + epsilon <= 0, or a parameter is NaN/Inf",
     OVERFLOW: "the folded weights overflow the weight dtype",
-    UNDERFLOW: "a channel's folded weights fall below the dtype's normal range, losing the precision the original keeps",
+    UNDERFLOW: "rounding the folded weights costs more than twice their dtype's normal-range error (values pushed "
+               "below the normal range lose the precision the original keeps)",
     MALFORMED: "a parameter's shape or dtype does not fit the op (onnxruntime would reject the model)",
+    BRANCHES_MISALIGNED: "parallel Conv branches of one input differ in strides, dilations, groups, channels or "
+                         "padding, so their kernels cannot be summed",
 }
 
 
@@ -71,6 +77,8 @@ class Decision:
     # the channel of the BatchNormalization(s) folded into it with the largest scale over the median
     range_growth: float | None = None
     worst_channel: int | None = None
+    # an Add of parallel branches (bnfold.fold.branches): how many branches it summed, merged or not
+    branches: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -105,9 +113,13 @@ class FoldResult:
         line = f"{'would fold' if planned else 'folded'} {len(folded_bn)}/{len(bns)} BatchNormalization"
         if parts:
             line += f": {parts}"
-        others = [d for d in self.decisions if d.op_type != "BatchNormalization"]
+        others = [d for d in self.decisions if d.op_type != "BatchNormalization" and not d.branches]
         if others:
             line += f"; {sum(d.outcome == FOLDED for d in others)}/{len(others)} affine Mul/Add/Sub/Div"
+        sums = [d for d in self.decisions if d.branches]
+        if sums:
+            line += (f"; {sum(d.outcome == FOLDED for d in sums)}/{len(sums)} sums of parallel branches "
+                     f"{'would be ' if planned else ''}merged into one Conv")
         skipped = Counter(d.reason for d in self.skipped)
         line += f"; {len(self.skipped)} {'would be ' if planned else ''}skipped"
         if skipped:

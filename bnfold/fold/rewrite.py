@@ -7,6 +7,7 @@ import numpy as np
 import onnx_ir as ir
 
 from bnfold.fold.analysis import GraphAnalysis, Plan, finalize
+from bnfold.fold.branches import Merge
 from bnfold.fold.partners import Partner, node_label
 from bnfold.fold.result import BACKWARD
 from bnfold.verify import Checkpoint
@@ -50,6 +51,27 @@ class Rewriter:
                 self._add_bias_after(partner.node, partner.bias.astype(partner.dtype.numpy()), partner.dtype)
         self._drop_dead()
         self.checkpoints.extend(filter(None, (place.checkpoint(self.main) for place in places)))
+
+    def merge(self, merges: list[Merge]) -> None:
+        """Give each merged kernel to its keeper Conv; the other branches and the Adds go."""
+        for merge in merges:
+            keeper, graph = merge.keeper.node, merge.add.graph
+            self._set_constant(keeper, 1, merge.weight, merge.keeper.dtype)
+            self._set_constant(keeper, 2, merge.bias, merge.keeper.dtype)
+            keeper.attributes["kernel_shape"] = ir.AttrInt64s("kernel_shape", list(merge.kernel))
+            keeper.attributes["pads"] = ir.AttrInt64s("pads", [b for b, _ in merge.pads] + [e for _, e in merge.pads])
+            keeper.attributes.pop("auto_pad", None)
+            removed = [*merge.adds, *(b.node for b in merge.others), *(n for i in merge.identities for n in i.nodes)]
+            # a branch's own checkpoint (its BN folded into it) names a value that is gone or now means the sum
+            gone = {keeper.outputs[0].name} | {out.name for n in removed for out in n.outputs}
+            self.checkpoints = [c for c in self.checkpoints if c.folded not in gone]
+            original = merge.add.outputs[0].name
+            _take_over(merge.add.outputs[0], keeper.outputs[0])
+            self._maybe_dead.extend(v for n in removed for v in n.inputs if v is not None)
+            graph.remove(removed, safe=True)
+            if graph is self.main:
+                self.checkpoints.append(Checkpoint(original, keeper.outputs[0].name, f"Conv '{node_label(keeper)}'"))
+        self._drop_dead()
 
     def _places_after_partners(self, analysis: GraphAnalysis) -> list[_Place]:
         """Where each main-graph partner's folded result will stand: after the BN chain it absorbs backward,

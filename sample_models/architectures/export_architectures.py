@@ -23,6 +23,7 @@ ARCHITECTURES = {
     "inception_v3": ("torchvision", "inception_v3", 299),
     "res2net50_14w_8s": ("timm", "res2net50_14w_8s", 224),
     "mobileone_s0": ("timm", "mobileone_s0", 224),
+    "repvgg_a0": ("timm", "repvgg_a0", 224),
 }
 
 
