@@ -5,7 +5,7 @@ one-line error (or a correct result), never a crash, a hang, an unbounded alloca
     python bench/fuzz_fold.py --cases 200            # a fixed number of cases instead of a time budget
 
 Seeds are the shipped ONNX samples (single-file, < 2 MiB) and a few models built here (fp16 Conv3d, Conv ->
-Mul -> Add). Each case applies one to three structural mutations (attributes, dtypes, dims, NaN/Inf/huge/
+Mul -> Add, a RepVGG block whose branches merge). Each case applies one to three structural mutations (attributes, dtypes, dims, NaN/Inf/huge/
 zero data, truncated or padded tensor data, typed fields of the wrong count, dropped / duplicated / rewired
 nodes, swapped inputs, changed op types, cycles, huge ConstantOfShape weights, odd opsets and IR versions)
 or flips / truncates the serialized bytes. A worker process runs, through the CLI entry point:
@@ -95,6 +95,33 @@ def _conv_mul_add() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def _repvgg_block() -> onnx.ModelProto:
+    """3x3 Conv + BN, 1x1 Conv + BN and an identity BN summed: the branch merge (bnfold.fold.branches)."""
+    rng = np.random.default_rng(3)
+    c = 4
+
+    def bn(name):
+        return [numpy_helper.from_array(a.astype(np.float32), f"{name}_{k}") for k, a in (
+            ("s", rng.uniform(0.5, 1.5, c)), ("b", rng.normal(0, 0.1, c)), ("m", rng.normal(0, 0.5, c)),
+            ("v", rng.uniform(0.5, 2, c)))]
+
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (c, c, 3, 3)).astype(np.float32), "W3"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (c, c, 1, 1)).astype(np.float32), "W1"),
+             *bn("bn3"), *bn("bn1"), *bn("bnid")]
+    nodes = [helper.make_node("Conv", ["x", "W3"], ["y3"], name="conv3", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["y3", "bn3_s", "bn3_b", "bn3_m", "bn3_v"], ["z3"], name="bn3"),
+             helper.make_node("Conv", ["x", "W1"], ["y1"], name="conv1"),
+             helper.make_node("BatchNormalization", ["y1", "bn1_s", "bn1_b", "bn1_m", "bn1_v"], ["z1"], name="bn1"),
+             helper.make_node("BatchNormalization", ["x", "bnid_s", "bnid_b", "bnid_m", "bnid_v"], ["zid"],
+                              name="bnid"),
+             helper.make_node("Add", ["z3", "z1"], ["s1"], name="add1"),
+             helper.make_node("Add", ["s1", "zid"], ["s2"], name="add2"),
+             helper.make_node("Relu", ["s2"], ["out"], name="relu")]
+    graph = helper.make_graph(nodes, "repvgg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, c, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 def seeds() -> list[tuple[str, onnx.ModelProto]]:
     found = []
     for path in sorted((ROOT / "sample_models").rglob("*.onnx")):
@@ -104,7 +131,8 @@ def seeds() -> list[tuple[str, onnx.ModelProto]]:
         if any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer):
             continue
         found.append((str(path.relative_to(ROOT / "sample_models")), model))
-    return found + [("built/conv3d_fp16", _conv3d_fp16()), ("built/conv_mul_add", _conv_mul_add())]
+    return found + [("built/conv3d_fp16", _conv3d_fp16()), ("built/conv_mul_add", _conv_mul_add()),
+                    ("built/repvgg_block", _repvgg_block())]
 
 
 # --------------------------------------------------------------------------------------------------------
