@@ -22,7 +22,8 @@ for module in ("torch", "torchvision", "timm"):
 SCRIPT = Path(__file__).resolve().parents[1] / "sample_models" / "architectures" / "export_architectures.py"
 # name -> (the fold's summary up to its skip count, folded layers checked). MobileOne's and RepVGG's
 # parallel branches (k x k Convs, a 1x1 Conv, an identity BN) merge into one Conv per block, their own
-# re-parameterization: every BN goes, and each block is one checked layer.
+# re-parameterization: every BN goes, and each block is one checked layer. MixNet's BNs after a Concat of
+# per-group Convs fold into each group's Conv.
 EXPECTED = {
     "resnext50_32x4d": ("folded 53/53 BatchNormalization: 53 backward into Conv; 0 skipped", 53),
     "inception_v3": ("folded 94/94 BatchNormalization: 94 backward into Conv; 0 skipped", 94),
@@ -31,6 +32,7 @@ EXPECTED = {
                      "Mul/Add/Sub/Div; 43/43 sums of parallel branches merged into one Conv; 0 skipped", 43),
     "repvgg_a0": ("folded 61/61 BatchNormalization: 44 backward into Conv, 17 merged into Conv; 22/22 sums of "
                   "parallel branches merged into one Conv; 0 skipped", 22),
+    "mixnet_s": ("folded 49/49 BatchNormalization: 49 backward into Conv; 0 skipped", 49),
 }
 
 
@@ -41,6 +43,7 @@ LINT = {
     "res2net50_14w_8s": [("BN009", "/bn1/BatchNormalization")],
     "mobileone_s0": [("BN009", "/stem/conv_scale/bn/BatchNormalization")],
     "repvgg_a0": [("BN009", "/stem/conv_1x1/bn/BatchNormalization")],
+    "mixnet_s": [("BN009", "/bn1/BatchNormalization")],
 }
 
 

@@ -265,10 +265,11 @@ def _pointwise(gb: GraphBuilder, rng, x: str, c: int, name: str, *, bias: bool =
     return gb.node("Conv", ins, name=name)
 
 
-def _cnn(blocks: list[str], *, se_after: int | None = None, head: list[str] = ()) -> onnx.ModelProto:
+def _cnn(blocks: list[str], *, se_after: int | None = None, head: list[str] = (), silu: bool = False) -> onnx.ModelProto:
     """Conv blocks ("conv bn relu", "conv relu", ...) on a [1, 4, 8, 8] input; `se_after` puts a
     squeeze-and-excitation gate after that block; `head` blocks ("conv relu") follow the last block and end
-    in the graph output through a Reshape, as SSD heads do."""
+    in the graph output through a Reshape, as SSD heads do. `silu`: the gate's inner activation is x * sigmoid(x),
+    as PyTorch exports SiLU (timm's MixNet, EfficientNet)."""
     rng, gb, c = make_rng(0), GraphBuilder(), 4
     t = gb.input("X", FLOAT, [1, c, 8, 8])
     for i, block in enumerate(blocks, start=1):
@@ -281,7 +282,11 @@ def _cnn(blocks: list[str], *, se_after: int | None = None, head: list[str] = ()
                 t = _act(gb, op.capitalize(), t, f"{op}{i}")
         if i == se_after:
             pooled = gb.node("GlobalAveragePool", [t], name="se_pool")
-            squeezed = gb.node("Relu", [_pointwise(gb, rng, pooled, c, "se_reduce", bias=True)], name="se_relu")
+            reduced = _pointwise(gb, rng, pooled, c, "se_reduce", bias=True)
+            if silu:
+                squeezed = gb.node("Mul", [reduced, gb.node("Sigmoid", [reduced], name="se_sigmoid")], name="se_silu")
+            else:
+                squeezed = gb.node("Relu", [reduced], name="se_relu")
             gate = gb.node("HardSigmoid", [_pointwise(gb, rng, squeezed, c, "se_expand", bias=True)], name="se_gate")
             t = gb.node("Mul", [t, gate], name="se_scale")
     for j, block in enumerate(head, start=1):
@@ -294,8 +299,9 @@ def _cnn(blocks: list[str], *, se_after: int | None = None, head: list[str] = ()
 TRUNK = ["conv bn relu", "conv bn relu", "conv bn relu"]
 
 
-def test_bn003_squeeze_and_excitation_gate_is_not_missing_bn():
-    assert pairs(lint_proto(_cnn(TRUNK, se_after=1), "BN003")) == []
+@pytest.mark.parametrize("silu", [False, True], ids=["relu", "silu-as-mul-sigmoid"])
+def test_bn003_squeeze_and_excitation_gate_is_not_missing_bn(silu):
+    assert pairs(lint_proto(_cnn(TRUNK, se_after=1, silu=silu), "BN003")) == []
 
 
 def test_bn003_heads_after_the_last_batchnorm_are_not_missing_bn():

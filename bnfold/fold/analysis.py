@@ -43,6 +43,13 @@ class Plan:
     layout: Layout
     spread: int = 1
     decisions: list[R.Decision] = field(default_factory=list)
+    # Backward through a Concat: each input's producer and the channels [start, stop) it makes; `partner`
+    # is the first of them. Empty for a single partner.
+    slices: list[tuple[Partner, int, int]] = field(default_factory=list)
+
+    @property
+    def partners(self) -> list[Partner]:
+        return [p for p, _, _ in self.slices] or [self.partner]
 
 
 @dataclass
@@ -61,6 +68,7 @@ class _Analyzer:
         self.shapes = shapes
         self.strict_inputs = strict_inputs
         self.out = GraphAnalysis()
+        self.pending_slices: list[tuple[Partner, int, int]] = []
 
     # -- building blocks -------------------------------------------------------------------------
 
@@ -105,6 +113,8 @@ class _Analyzer:
         except Refusal as refusal:
             return 0, None, refusal, None
         producer = value.producer()
+        if is_op(producer, ("Concat",)) and not moved:
+            return self.through_concat(chain, producer)
         if producer is None or producer.op_type not in LINEAR_OPS:
             onward = [] if producer is None else [v.producer() for v in producer.inputs if v is not None]
             return 0, None, self.no_partner(producer, [n for n in onward if n is not None]), None
@@ -121,6 +131,42 @@ class _Analyzer:
             return 0, None, refusal, None
         count, refusal = self.fit(chain, layout)
         return count, partner, refusal, layout
+
+    def through_concat(self, chain: list[Affine], concat: ir.Node):
+        """Backward into every producer of a Concat along the channel axis (MixConv: per-group Convs, then
+        one BN): each gets its own slice of the channels. Every input must come from its own linear op, used
+        by nothing else. Returns what backward() returns, the partner being the first producer (the plan's
+        slices are in self.pending_slices)."""
+        value = chain[0].data
+        try:
+            self.single_consumer(value)
+            rank = self.shapes.rank(value)
+            axis = concat.attributes["axis"].value if "axis" in concat.attributes else None
+            if rank is None or axis is None:
+                raise Refusal(R.UNKNOWN_SHAPE, f"the rank of Concat '{node_label(concat)}' is not known")
+            axis %= rank
+            slices, start = [], 0
+            for k, piece in enumerate(concat.inputs):
+                producer = piece.producer() if piece is not None else None
+                if producer is None or producer.op_type not in LINEAR_OPS or producer.outputs[0] is not piece \
+                        or producer.graph is not self.graph:
+                    what = "a graph input" if producer is None else f"{producer.op_type} '{node_label(producer)}'"
+                    raise Refusal(R.CONCAT_NOT_LINEAR, f"input {k} of Concat '{node_label(concat)}' is {what}, "
+                                  "not the output of its own linear op")
+                self.single_consumer(piece)
+                partner = self.partner(producer)
+                layout = partner.output_layout()
+                if layout.rank != rank or layout.axis % rank != axis:
+                    raise Refusal(R.CHANNEL_AXIS_MISMATCH, f"Concat '{node_label(concat)}' joins axis {axis}, "
+                                  f"{partner.op} '{node_label(producer)}' makes its channels on axis {layout.axis}")
+                slices.append((partner, start, start + layout.channels))
+                start += layout.channels
+        except Refusal as refusal:
+            return 0, None, refusal, None
+        layout = Layout(rank, axis, start)
+        count, refusal = self.fit(chain, layout)
+        self.pending_slices = slices
+        return count, slices[0][0], refusal, layout
 
     def fit(self, chain: list[Affine], layout: Layout) -> tuple[int, Refusal | None]:
         """Length of the chain prefix whose ops map onto `layout`, and why the next one does not."""
@@ -234,8 +280,9 @@ class _Analyzer:
             # MatMul + Add(bias) alone is an ordinary linear layer, not something to fold.
             n_back, back_refusal = 0, back_refusal or Refusal(R.NO_LINEAR_NEIGHBOUR)
         back_plan = None
+        slices, self.pending_slices = self.pending_slices, []
         if n_back:
-            back_plan = Plan(R.BACKWARD, back_partner, chain[:n_back], [], back_layout)
+            back_plan = Plan(R.BACKWARD, back_partner, chain[:n_back], [], back_layout, slices=slices)
             self.apply(back_plan)
         start, fwd_plan, fwd_refusal = self.forward(chain[n_back:]) if n_back < len(chain) else (0, None, None)
         start += n_back
@@ -245,7 +292,7 @@ class _Analyzer:
             if i == 0 and bias_add:
                 continue
             if i < n_back:
-                back_plan.decisions.append(self.decide(affine, R.FOLDED, R.BACKWARD, back_partner))
+                back_plan.decisions.append(self.decide(affine, R.FOLDED, R.BACKWARD, back_partner, slices=slices))
             elif i >= start:
                 fwd_plan.decisions.append(self.decide(affine, R.FOLDED, R.FORWARD, fwd_plan.partner))
             else:
@@ -260,18 +307,25 @@ class _Analyzer:
         s, t = compose(pairs, layout.channels)
         if plan.spread > 1:
             s, t = np.repeat(s, plan.spread), np.repeat(t, plan.spread)
-        (plan.partner.fold_backward if plan.direction == R.BACKWARD else plan.partner.fold_forward)(s, t)
+        if plan.slices:
+            for partner, start, stop in plan.slices:
+                partner.fold_backward(s[start:stop], t[start:stop])
+        else:
+            (plan.partner.fold_backward if plan.direction == R.BACKWARD else plan.partner.fold_forward)(s, t)
         self.out.plans.append(plan)
 
     def decide(self, affine: Affine, outcome: str, direction: str | None = None, partner: Partner | None = None,
-               refusal: Refusal | None = None) -> R.Decision:
+               refusal: Refusal | None = None, slices: list | None = None) -> R.Decision:
+        detail = _describe(outcome, direction, partner) if refusal is None else refusal.detail
+        if slices:
+            detail = (f"{outcome} {direction} into " + ", ".join(f"{p.op} '{node_label(p.node)}'" for p, _, _ in slices)
+                      + " (each its channels of the Concat)")
         decision = R.Decision(
             node=node_label(affine.node), op_type=affine.node.op_type, outcome=outcome, direction=direction,
             partner=None if partner is None else node_label(partner.node),
             partner_op=None if partner is None else partner.op,
             reason=None if refusal is None else refusal.reason,
-            detail=_describe(outcome, direction, partner) if refusal is None else refusal.detail,
-            graph=self.label, overridable=affine.overridable or bool(partner and partner.overridable),
+            detail=detail, graph=self.label, overridable=affine.overridable or bool(partner and partner.overridable),
         )
         self.out.decisions.append(decision)
         return decision
@@ -358,37 +412,59 @@ def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], Non
     below its normal range, and hand the others' folded weights to `write`, each materialized once. Without
     `write` (an analysis) no folded weight is materialized: the largest |value| decides overflow and range
     growth alike. Returns the partners whose folds stand."""
-    good, bad, growths = [], {}, {}
-    for partner in analysis.partners.values():
-        if not partner.touched:
-            continue
-        weight = partner.folded_weight() if write is not None else None
-        after = magnitude(weight) if weight is not None else partner.folded_magnitude()
-        growths[id(partner)] = range_growth(magnitude(partner.weight.array), after, partner.scales,
-                                            partner.channel_scales)
-        detail, reason = partner.overflow(after), R.OVERFLOW
+    touched = [p for p in analysis.partners.values() if p.touched]
+    bad, magnitudes = {}, {}
+    for partner in touched:
+        magnitudes[id(partner)] = partner.folded_magnitude()
+        detail, reason = partner.overflow(magnitudes[id(partner)]), R.OVERFLOW
         if detail is None:
             detail, reason = partner.underflow(), R.UNDERFLOW
-        partner.weight.release()
-        if detail is None:
-            good.append(partner)
-            if write is not None:
-                write(partner, weight)
-        else:
+        if detail is not None:
             bad[id(partner)] = reason, detail
+    # A plan across a Concat's producers stands or falls with all of them: a partner that keeps a refused
+    # plan's scale pending cannot be written, and its other plans go too.
+    spread = True
+    while spread:
+        spread = False
+        for plan in analysis.plans:
+            hit = next((bad[id(p)] for p in plan.partners if id(p) in bad), None)
+            for partner in plan.partners if hit is not None else ():
+                if id(partner) not in bad:
+                    bad[id(partner)], spread = hit, True
+    good, growths = [], {}
+    for partner in touched:
+        if id(partner) in bad:
+            partner.weight.release()
+            continue
+        weight = partner.folded_weight() if write is not None else None
+        after = magnitude(weight) if weight is not None else magnitudes[id(partner)]
+        growths[id(partner)] = range_growth(magnitude(partner.weight.array), after, partner.scales,
+                                            partner.channel_scales)
+        partner.weight.release()
+        good.append(partner)
+        if write is not None:
+            write(partner, weight)
         del weight
+    kept = []
     for plan in analysis.plans:
-        if id(plan.partner) in bad:
-            for decision in plan.decisions:
-                decision.outcome = R.SKIPPED
-                decision.reason, decision.detail = bad[id(plan.partner)]
-                decision.direction = decision.partner = decision.partner_op = None
-    analysis.plans = [plan for plan in analysis.plans if id(plan.partner) not in bad]
+        hit = next((bad[id(p)] for p in plan.partners if id(p) in bad), None)
+        if hit is None:
+            kept.append(plan)
+            continue
+        for decision in plan.decisions:
+            decision.outcome = R.SKIPPED
+            decision.reason, decision.detail = hit
+            decision.direction = decision.partner = decision.partner_op = None
+    analysis.plans = kept
     for plan in analysis.plans:
-        growth = growths.get(id(plan.partner))
+        # the widest partner's figures; its worst channel counted in the Concat's channels
+        found = [(growths[id(p)], start) for p, start in ((p, s[1]) for s in plan.slices for p in [s[0]])
+                 if growths.get(id(p)) is not None] if plan.slices else \
+            [(growths[id(plan.partner)], 0)] if growths.get(id(plan.partner)) is not None else []
+        growth, offset = max(found, key=lambda g: g[0].growth, default=(None, 0))
         for decision in plan.decisions if growth is not None else ():
             decision.range_growth = round(growth.growth, 4)
-            decision.worst_channel = growth.worst_channel
+            decision.worst_channel = growth.worst_channel + offset
     return good
 
 

@@ -33,6 +33,7 @@ OVERFLOW = "overflow"
 UNDERFLOW = "underflow"
 MALFORMED = "malformed-parameters"
 BRANCHES_MISALIGNED = "branches-misaligned"
+CONCAT_NOT_LINEAR = "concat-not-linear"
 
 REASONS = {
     TRAINING_MODE: "BatchNormalization runs in training mode (training_mode=1 or running-stat outputs used)",
@@ -54,6 +55,7 @@ REASONS = {
     UNDERFLOW: "rounding the folded weights costs more than twice their dtype's normal-range error (values pushed "
                "below the normal range lose the precision the original keeps)",
     MALFORMED: "a parameter's shape or dtype does not fit the op (onnxruntime would reject the model)",
+    CONCAT_NOT_LINEAR: "it follows a Concat with an input that is not the output of its own linear op",
     BRANCHES_MISALIGNED: "parallel Conv branches of one input differ in strides, dilations, groups, channels or "
                          "padding, so their kernels cannot be summed",
 }

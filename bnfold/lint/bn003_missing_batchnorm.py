@@ -19,6 +19,17 @@ RULE = RuleInfo("BN003", "missing-batchnorm", WARNING,
 # Normalized blocks the model must have before an unnormalized one is worth a finding
 MIN_NORMALIZED = 2
 GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"})
+def _swish_input(node) -> object | None:
+    """x for Mul(x, Sigmoid(x)) (either order), else None."""
+    if not is_op(node, frozenset({"Mul"})) or len(node.inputs) != 2:
+        return None
+    for x, gate in (node.inputs, node.inputs[::-1]):
+        producer = gate.producer() if gate is not None else None
+        if is_op(producer, frozenset({"Sigmoid"})) and producer.inputs and producer.inputs[0] is x:
+            return x
+    return None
+
+
 def _pooled(ctx: LintContext, layer) -> bool:
     """Whether the layer reads globally pooled features: up a chain of single-input ops (layout, activation,
     linear layers and their bias) to a global pool, as squeeze-and-excitation gates and pooled heads do."""
@@ -29,6 +40,10 @@ def _pooled(ctx: LintContext, layer) -> bool:
             return False
         if is_op(node, GLOBAL_POOLS):
             return True
+        gated = _swish_input(node)
+        if gated is not None:  # x * sigmoid(x), how PyTorch exports SiLU: an activation like any other
+            value = gated
+            continue
         if not (is_op(node, LAYOUT_NEUTRAL | ACTIVATIONS) or is_layer(node, ctx.consts)
                 or is_bias_add(node, ctx.consts)) or not node.inputs:
             return False

@@ -24,6 +24,7 @@ ARCHITECTURES = {
     "res2net50_14w_8s": ("timm", "res2net50_14w_8s", 224),
     "mobileone_s0": ("timm", "mobileone_s0", 224),
     "repvgg_a0": ("timm", "repvgg_a0", 224),
+    "mixnet_s": ("timm", "mixnet_s", 224),
 }
 
 
