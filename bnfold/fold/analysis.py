@@ -414,15 +414,23 @@ def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], Non
     growth alike. Returns the partners whose folds stand."""
     touched = [p for p in analysis.partners.values() if p.touched]
     bad, magnitudes = {}, {}
-    for partner in touched:
-        magnitudes[id(partner)] = partner.folded_magnitude()
-        detail, reason = partner.overflow(magnitudes[id(partner)]), R.OVERFLOW
+
+    def refusal(partner: Partner, after: float) -> tuple[str, str] | None:
+        detail, reason = partner.overflow(after), R.OVERFLOW
         if detail is None:
             detail, reason = partner.underflow(), R.UNDERFLOW
-        if detail is not None:
-            bad[id(partner)] = reason, detail
+        return None if detail is None else (reason, detail)
+
     # A plan across a Concat's producers stands or falls with all of them: a partner that keeps a refused
-    # plan's scale pending cannot be written, and its other plans go too.
+    # plan's scale pending cannot be written, and its other plans go too. So those partners are judged
+    # first, without materializing anything; every other partner's plans are its own.
+    spanning = {id(p): p for plan in analysis.plans if plan.slices for p in plan.partners}
+    for partner in spanning.values():
+        magnitudes[id(partner)] = partner.folded_magnitude()
+        hit = refusal(partner, magnitudes[id(partner)])
+        partner.weight.release()  # a mapped weight's pages leave RSS until it is read again to be written
+        if hit is not None:
+            bad[id(partner)] = hit
     spread = True
     while spread:
         spread = False
@@ -434,16 +442,21 @@ def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], Non
     good, growths = [], {}
     for partner in touched:
         if id(partner) in bad:
-            partner.weight.release()
             continue
         weight = partner.folded_weight() if write is not None else None
-        after = magnitude(weight) if weight is not None else magnitudes[id(partner)]
-        growths[id(partner)] = range_growth(magnitude(partner.weight.array), after, partner.scales,
-                                            partner.channel_scales)
+        after = magnitude(weight) if weight is not None else magnitudes.get(id(partner))
+        after = partner.folded_magnitude() if after is None else after
+        hit = refusal(partner, after) if id(partner) not in spanning else None
+        if hit is None:
+            growths[id(partner)] = range_growth(magnitude(partner.weight.array), after, partner.scales,
+                                                partner.channel_scales)
         partner.weight.release()
-        good.append(partner)
-        if write is not None:
-            write(partner, weight)
+        if hit is not None:
+            bad[id(partner)] = hit
+        else:
+            good.append(partner)
+            if write is not None:
+                write(partner, weight)
         del weight
     kept = []
     for plan in analysis.plans:
