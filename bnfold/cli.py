@@ -127,13 +127,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(9),
               help="Keras input: the ONNX opset tf2onnx converts to.")
 @click.option("--unsafe-keras", is_flag=True, help="Keras input: allow loading Lambda layers (runs their code).")
+@click.option("--max-range-growth", type=click.FloatRange(min=1.0), default=None, metavar="X",
+              help="Refuse (reason range-growth) folds that widen a weight's per-tensor range more than X times, "
+                   "so per-tensor int8 keeps its levels (10 keeps ~21 dB; see BN015).")
 @click.option("--fail-on-skip", multiple=True, metavar="REASONS",
               help="Exit 1 and write nothing when a BatchNormalization is skipped for one of these reason codes "
                    "(e.g. degenerate-statistics,training-mode), so fold can gate CI.")
 @_verify_options
 def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: bool, dry_run: bool,
          report_path: Path | None, strict_inputs: bool, no_verify: bool, force: bool, opset: int, unsafe_keras: bool,
-         fail_on_skip: tuple[str, ...], shapes: tuple[str, ...], inputs_npz: Path | None, save_inputs: Path | None,
+         max_range_growth: float | None, fail_on_skip: tuple[str, ...], shapes: tuple[str, ...],
+         inputs_npz: Path | None, save_inputs: Path | None,
          batches: int, seed: int, rtol: float | None, atol: float | None, quiet: bool) -> None:
     """Fold inference-mode BatchNormalization in IN into its neighbours and write OUT.
 
@@ -151,7 +155,8 @@ def fold(paths: tuple[Path, ...], out_dir: Path | None, jobs: int, in_place: boo
                                  param_hint="--fail-on-skip")
     options = dict(dry_run=dry_run, strict_inputs=strict_inputs, verify=not no_verify, force=force,
                    shapes=_parse_shapes(shapes), inputs_npz=inputs_npz, save_inputs=save_inputs, batches=batches,
-                   seed=seed, rtol=rtol, atol=atol, opset=opset, unsafe_keras=unsafe_keras, fail_on_skip=gates, quiet=quiet)
+                   seed=seed, rtol=rtol, atol=atol, opset=opset, unsafe_keras=unsafe_keras, fail_on_skip=gates, quiet=quiet,
+                   max_range_growth=max_range_growth)
     if not paths:
         raise click.UsageError("Missing argument 'IN'")
     for path in paths if out_dir is not None else paths[:1]:  # without --out-dir the second path is OUT

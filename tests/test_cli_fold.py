@@ -325,6 +325,30 @@ def test_report_gives_the_range_growth_of_each_fold(tmp_path):
     assert len(growths) == 5 and all(1 <= g < 2 for g in growths)  # trained-like statistics: a near-uniform fold
 
 
+@pytest.mark.parametrize("limit, folded", [("50", True), ("10", False)])
+def test_max_range_growth_refuses_folds_that_widen_the_range_past_it(tmp_path, limit, folded):
+    """The BN015 sample widens conv1's per-tensor range 46x: under --max-range-growth 10 the fold is refused
+    (range-growth) and the BN stays, so per-tensor int8 keeps its levels; under 50 it folds."""
+    sample = SAMPLES / "lint" / "bn015_batchnorm_inflates_folded_weight_range.onnx"
+    out = tmp_path / "out.onnx"
+    result = invoke("fold", sample, out, "--max-range-growth", limit)
+    assert result.exit_code == 0, result.output
+    bn_left = sum(n.op_type == "BatchNormalization" for n in onnx.load(out).graph.node)
+    assert bn_left == (0 if folded else 1)
+    if not folded:
+        assert ("BatchNormalization 'bn1': skipped (range-growth): folding widens the per-tensor weight range of "
+                "Conv 'conv1' 46x (BN channel 5), over --max-range-growth 10") in result.stdout
+    gate = invoke("fold", sample, tmp_path / "gated.onnx", "--max-range-growth", limit, "--fail-on-skip",
+                  "range-growth")
+    assert gate.exit_code == (0 if folded else 1)
+
+
+def test_max_range_growth_below_one_is_a_usage_error(tmp_path):
+    result = invoke("fold", RESNET, tmp_path / "o.onnx", "--max-range-growth", "0.5")
+    assert result.exit_code == 2 and "0.5 is not in the range x>=1" in result.output
+    assert not (tmp_path / "o.onnx").exists()
+
+
 def test_report_training_mode_bn_is_skipped_and_model_still_written(tmp_path):
     out, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
     result = invoke("fold", TRAINING, out, "--report", report_path)

@@ -47,14 +47,16 @@ def _gate(result, fail_on_skip: frozenset[str]) -> str | None:
 def run_fold(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
              strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
              seed: int, rtol: float | None, atol: float | None, opset: int = 17, unsafe_keras: bool = False,
-             fail_on_skip: frozenset[str] = frozenset(), quiet: bool = False, save_inputs: Path | None = None) -> bool:
+             fail_on_skip: frozenset[str] = frozenset(), quiet: bool = False, save_inputs: Path | None = None,
+             max_range_growth: float | None = None) -> bool:
     """Returns False when verification failed or --fail-on-skip stopped the fold (exit 1); raises BnfoldError
     for user errors (exit 2)."""
     from bnfold.keras import is_keras_path
 
     options = dict(in_place=in_place, dry_run=dry_run, report_path=report_path, strict_inputs=strict_inputs,
                    verify=verify, force=force, shapes=shapes, inputs_npz=inputs_npz, batches=batches, seed=seed,
-                   rtol=rtol, atol=atol, fail_on_skip=fail_on_skip, quiet=quiet, save_inputs=save_inputs)
+                   rtol=rtol, atol=atol, fail_on_skip=fail_on_skip, quiet=quiet, save_inputs=save_inputs,
+                   max_range_growth=max_range_growth)
     if not is_keras_path(model_in):
         return _run_onnx(model_in, model_out, **options)
     if not dry_run and (in_place or model_out.suffix.lower() != ".onnx"):
@@ -128,7 +130,8 @@ def _refuse_layer_code(path: Path, allowed: bool) -> None:
 def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool, report_path: Path | None,
               strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None, batches: int,
               seed: int, rtol: float | None, atol: float | None, fail_on_skip: frozenset[str], quiet: bool = False,
-              save_inputs: Path | None = None, keras_source: tuple | None = None) -> bool:
+              save_inputs: Path | None = None, keras_source: tuple | None = None,
+              max_range_growth: float | None = None) -> bool:
     from bnfold import io
 
     progress = Progress(quiet=quiet)  # every stage on a terminal; in CI logs only long work (bnfold/progress.py)
@@ -154,7 +157,7 @@ def _run_onnx(model_in: Path, model_out: Path, *, in_place: bool, dry_run: bool,
                                strict_inputs=strict_inputs, verify=verify, force=force, shapes=shapes,
                                inputs_npz=inputs_npz, batches=batches, seed=seed, rtol=rtol, atol=atol,
                                external=external, progress=progress, keras_source=keras_source,
-                               fail_on_skip=fail_on_skip, save_inputs=save_inputs,
+                               fail_on_skip=fail_on_skip, save_inputs=save_inputs, max_range_growth=max_range_growth,
                                # in place, IN's old data goes with the old IN; else it is never touched
                                keep=() if model_out.resolve() == model_in.resolve() else tuple(data_files))
 
@@ -163,12 +166,14 @@ def _fold_and_write(model, model_in: Path, model_out: Path, spill, *, dry_run: b
                     strict_inputs: bool, verify: bool, force: bool, shapes: dict, inputs_npz: Path | None,
                     batches: int, seed: int, rtol: float | None, atol: float | None, external: bool,
                     progress, keras_source: tuple | None = None, fail_on_skip: frozenset[str] = frozenset(),
-                    save_inputs: Path | None = None, keep: tuple[Path, ...] = ()) -> bool:
+                    save_inputs: Path | None = None, keep: tuple[Path, ...] = (),
+                    max_range_growth: float | None = None) -> bool:
     from bnfold import io
     from bnfold.fold import fold_model
 
     echo = click.echo  # the plan, the verdict and what was written are the results: stdout, like lint's report
-    result = fold_model(model, strict_inputs=strict_inputs, store=getattr(spill, "store", None))
+    result = fold_model(model, strict_inputs=strict_inputs, store=getattr(spill, "store", None),
+                        max_growth=max_range_growth)
     # Every decision, skips included: a model with nothing to fold is written unchanged and this says why.
     for line in _plan_lines(result, planned=dry_run):
         echo(line)

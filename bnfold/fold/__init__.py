@@ -34,13 +34,13 @@ def _count_nodes(model: ir.Model) -> int:
     return sum(1 for graph in model.graphs() for _ in graph)
 
 
-def analyze_model(model: ir.Model, *, strict_inputs: bool = False) -> list[Decision]:
+def analyze_model(model: ir.Model, *, strict_inputs: bool = False, max_growth: float | None = None) -> list[Decision]:
     """What fold_model would do to each BatchNormalization and affine op, without changing the model."""
     analyses, shapes = _analyze(model, strict_inputs)
     shapes.restore()
     consts = ConstantResolver(model.ir_version)
     for graph, analysis in zip(model.graphs(), analyses):
-        finalize(analysis)
+        finalize(analysis, max_growth=max_growth)
         # the Convs the BNs will have folded into, seen through those BNs: the merges fold_model will make
         through = {id(plan.chain[-1].output): plan.partner for plan in analysis.plans
                    if plan.direction == BACKWARD and plan.partner.op == "Conv"}
@@ -50,16 +50,18 @@ def analyze_model(model: ir.Model, *, strict_inputs: bool = False) -> list[Decis
     return [d for a in analyses for d in a.decisions]
 
 
-def fold_model(model: ir.Model, *, strict_inputs: bool = False, store=None) -> FoldResult:
+def fold_model(model: ir.Model, *, strict_inputs: bool = False, store=None,
+               max_growth: float | None = None) -> FoldResult:
     """Fold every foldable BatchNormalization / affine op in `model` (in place) and say what happened.
 
     `store(array, name, dtype) -> tensor` makes the new weight tensors (default: in memory; bnfold.io's
-    TensorSpill keeps them in a file for models larger than memory)."""
+    TensorSpill keeps them in a file for models larger than memory). `max_growth`: refuse folds that widen a
+    weight's per-tensor range more than this (reason range-growth), keeping the model int8-friendly."""
     before = _count_nodes(model)
     analyses, shapes = _analyze(model, strict_inputs)
     # Shapes inferred for the analysis go before rewriting: values the rewrite moves keep their own info.
     shapes.restore()
-    rewriter = Rewriter(Names(model), model, store)
+    rewriter = Rewriter(Names(model), model, store, max_growth)
     for analysis in analyses:
         rewriter.apply(analysis)
     # Parallel branches merge once their BNs are in their Convs; constants are read afresh (weights changed).

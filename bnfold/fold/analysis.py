@@ -407,11 +407,13 @@ def _describe(outcome: str, direction: str | None, partner: Partner | None) -> s
     return f"{outcome} {direction} into {partner.op} '{node_label(partner.node)}'"
 
 
-def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], None] | None = None) -> list[Partner]:
+def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], None] | None = None,
+             max_growth: float | None = None) -> list[Partner]:
     """Refuse the plans of any touched partner whose folded weight overflows its dtype or loses precision
     below its normal range, and hand the others' folded weights to `write`, each materialized once. Without
     `write` (an analysis) no folded weight is materialized: the largest |value| decides overflow and range
-    growth alike. Returns the partners whose folds stand."""
+    growth alike. `max_growth`: refuse folds that widen a weight's per-tensor range more than this (an
+    int8-friendly model; bnfold.fold.ranges). Returns the partners whose folds stand."""
     touched = [p for p in analysis.partners.values() if p.touched]
     bad, magnitudes = {}, {}
 
@@ -419,6 +421,12 @@ def finalize(analysis: GraphAnalysis, write: Callable[[Partner, np.ndarray], Non
         detail, reason = partner.overflow(after), R.OVERFLOW
         if detail is None:
             detail, reason = partner.underflow(), R.UNDERFLOW
+        if detail is None and max_growth is not None:
+            growth = range_growth(magnitude(partner.weight.array), after, partner.scales, partner.channel_scales)
+            if growth is not None and growth.growth > max_growth:
+                detail, reason = (f"folding widens the per-tensor weight range of {partner.op} "
+                                  f"'{node_label(partner.node)}' {growth.growth:.0f}x (BN channel "
+                                  f"{growth.worst_channel}), over --max-range-growth {max_growth:g}"), R.RANGE_GROWTH
         return None if detail is None else (reason, detail)
 
     # A plan across a Concat's producers stands or falls with all of them: a partner that keeps a refused

@@ -31,6 +31,7 @@ NON_POSITIVE_SCALE = "non-positive-scale"
 DEGENERATE_STATISTICS = "degenerate-statistics"
 OVERFLOW = "overflow"
 UNDERFLOW = "underflow"
+RANGE_GROWTH = "range-growth"
 MALFORMED = "malformed-parameters"
 BRANCHES_MISALIGNED = "branches-misaligned"
 CONCAT_NOT_LINEAR = "concat-not-linear"
@@ -52,6 +53,7 @@ REASONS = {
     NON_POSITIVE_SCALE: "a scale is <= 0, so it does not commute with MaxPool",
     DEGENERATE_STATISTICS: "variance + epsilon <= 0, or a parameter is NaN/Inf",
     OVERFLOW: "the folded weights overflow the weight dtype",
+    RANGE_GROWTH: "the fold would widen the weight's per-tensor range past --max-range-growth (int8-friendly)",
     UNDERFLOW: "rounding the folded weights costs more than twice their dtype's normal-range error (values pushed "
                "below the normal range lose the precision the original keeps)",
     MALFORMED: "a parameter's shape or dtype does not fit the op (onnxruntime would reject the model)",

@@ -30,8 +30,9 @@ class Names:
 
 
 class Rewriter:
-    def __init__(self, names: Names, model: ir.Model, store=None) -> None:
+    def __init__(self, names: Names, model: ir.Model, store=None, max_growth: float | None = None) -> None:
         self.names = names
+        self.max_growth = max_growth
         # Where new tensors live: in memory by default, or a TensorSpill's file for huge models.
         self._store = store or (lambda array, name, dtype: ir.Tensor(array, dtype=dtype, name=name))
         self.main = model.graph
@@ -42,7 +43,7 @@ class Rewriter:
         self._maybe_dead: list[ir.Value] = []
 
     def apply(self, analysis: GraphAnalysis) -> None:
-        partners = finalize(analysis, self._write_weights)
+        partners = finalize(analysis, self._write_weights, self.max_growth)
         places = self._places_after_partners(analysis)
         for plan in analysis.plans:
             self._remove_chain(plan)
