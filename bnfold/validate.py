@@ -9,7 +9,8 @@ allocation it asks for.
   file's range);
 - graphs: names that are UTF-8 text, no value produced twice, no input that nothing produces (outer scopes count for a subgraph), no
   graph output that nothing produces, no cycle;
-- each op of the default domain as its schema at the model's opset has it: attributes of the right type,
+- every attribute typed (onnx-ir cannot write an untyped one back); each op of the default domain as its schema
+  at the model's opset has it: attributes of the right type,
   required inputs present;
 - parameters an op needs (when they are initializers): BatchNormalization's four vectors 1-D, of one length
   and of a float type; a Conv / ConvTranspose weight of rank >= 3 whose channels divide by `group`, and a
@@ -160,6 +161,8 @@ class _Validator:
         for node in graph.node:
             where = f"{node.op_type} {node.name!r}" if node.name else f"{node.op_type} (unnamed)"
             for attr in node.attribute:
+                if attr.type not in _ATTR_TYPES or attr.type == onnx.AttributeProto.UNDEFINED:
+                    raise _Invalid(f"{where}: attribute {attr.name!r} has no type")
                 if attr.HasField("t"):
                     self._tensor(attr.t, f"{where} attribute {attr.name!r}")
                 for t in attr.tensors:

@@ -142,6 +142,12 @@ def _dangling(model, folder):
     model.graph.node[0].input[0] = "nowhere"
 
 
+def _untyped_attribute(model, folder):
+    """A flipped byte in `transA` (the fuzzer's find): a name the op does not have, and no type."""
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    conv.attribute.append(onnx.AttributeProto(name="tranrA", i=0))
+
+
 def _not_utf8(folder: Path) -> Path:
     model = good()
     model.graph.node[0].name = "NAMEX"
@@ -185,6 +191,7 @@ ONNX_CASES = {
     "produced-twice": (_edited(_produced_twice), "is produced twice"),
     "dangling-input": (_edited(_dangling), "reads 'nowhere', which nothing produces"),
     "not-utf8-name": (_not_utf8, "is not valid UTF-8"),
+    "untyped-attribute": (_edited(_untyped_attribute), "attribute 'tranrA' has no type"),
 }
 
 COMMANDS = {
