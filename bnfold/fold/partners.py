@@ -60,6 +60,8 @@ class Partner:
     scales: list[np.ndarray] = field(default_factory=list)
     # The same scales per BatchNormalization channel (1-D), for the range-growth figures (bnfold.fold.ranges).
     channel_scales: list[np.ndarray] = field(default_factory=list)
+    # _folded_block_maxima() for as many scales as were pending when it ran (fp16 reductions are slow)
+    _blocks: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def op(self) -> str:
@@ -126,21 +128,29 @@ class Partner:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes Inf; overflow() reports it
             return np.multiply(self.weight.array, scale, out=out, dtype=np.float64, casting="unsafe")
 
-    def folded_magnitude(self) -> float:
-        """max |folded_weight()| without computing it: the combined scale is constant along the weight's
-        other axes, and rounding is monotonic, so the largest |w * s| of each block is |s| times the block's
-        largest |w| — the same float64 product, rounded once to the weight's dtype. NaN propagates."""
+    def _folded_block_maxima(self) -> np.ndarray:
+        """The largest |w * s| of each block of weights that share one combined scale (an output channel, or
+        an output x input channel pair), in float64, without computing the folded weight: |s| times the
+        block's largest |w|. NaN propagates."""
+        if self._blocks is not None and self._blocks[0] == len(self.scales):
+            return self._blocks[1]
         weight = self.weight.array
-        if weight.size == 0:
-            return 0.0
         combined = np.abs(reduce(np.multiply, self.scales))
         scale = combined.reshape((1,) * (weight.ndim - combined.ndim) + combined.shape)
         axes = tuple(k for k in range(weight.ndim) if scale.shape[k] == 1 and weight.shape[k] > 1)
         block = np.maximum(weight.max(axis=axes, keepdims=True).astype(np.float64),
                            -weight.min(axis=axes, keepdims=True).astype(np.float64))
         with np.errstate(over="ignore", invalid="ignore"):
-            largest = np.max(scale * block)
-            return float(np.asarray(largest).astype(self.dtype.numpy()))
+            self._blocks = len(self.scales), scale * block
+        return self._blocks[1]
+
+    def folded_magnitude(self) -> float:
+        """max |folded_weight()| without computing it: the same float64 product as the fold, rounded once to the
+        weight's dtype (rounding is monotonic, so the largest block maximum rounds to the largest value)."""
+        if self.weight.array.size == 0:
+            return 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.asarray(np.max(self._folded_block_maxima())).astype(self.dtype.numpy()))
 
     def _out_scale(self, s: np.ndarray) -> np.ndarray:
         """`s` along the output channels, shaped to broadcast against the weight."""
@@ -209,10 +219,18 @@ class Partner:
         slimming drives gamma to 1e-6) cost nothing, since their values and errors are small next to the
         others'. Only half-precision dtypes are measured: float32's normal range reaches 1e-38."""
         numpy_dtype = self.dtype.numpy()
-        if np.dtype(numpy_dtype).itemsize > 2 or not self.scales:
+        if np.dtype(numpy_dtype).itemsize > 2 or not self.scales or self.weight.array.size == 0:
             return None
         info = ml_dtypes.finfo(numpy_dtype)
         u, tiny = float(info.eps) / 2, float(info.smallest_normal)
+        # Without looking at every value: a normal value's error is at most u of it, a subnormal one's at most
+        # u * tiny, so the error energy is at most u^2 (S + n tiny^2) for signal energy S, and the ratio
+        # below at most sqrt(3 + 3 n tiny^2 / S). S is at least the sum of the blocks' squared maxima: when
+        # that reaches 3 n tiny^2 the ratio cannot pass 2 (every trained layer; it saves the float64 pass).
+        with np.errstate(over="ignore", invalid="ignore"):
+            lower = float(np.sum(np.square(np.nan_to_num(self._folded_block_maxima(), posinf=0.0))))
+        if lower >= 3 * self.weight.array.size * tiny * tiny:
+            return None
         scale = reduce(np.multiply, self.scales)
         weight = self.weight.array
         scale = scale.reshape((1,) * (weight.ndim - scale.ndim) + scale.shape)
