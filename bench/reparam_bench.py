@@ -94,11 +94,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     work = args.out_dir / "reparam"
     work.mkdir(parents=True, exist_ok=True)
-    folder = args.models or args.out_dir / "architectures"
-    folder.mkdir(parents=True, exist_ok=True)
     script = runpy.run_path(str(PROJECT / "sample_models" / "architectures" / "export_architectures.py"),
                             run_name="export_architectures")
-    models = [p if p.is_file() else script["export"](name, folder) for name in MODELS for p in [folder / f"{name}.onnx"]]
+    models = script["exported"](MODELS, args.models or args.out_dir / "architectures")
     lines = ["| model | tool | BN left | nodes | max abs error | latency ms | × original |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for src in models:

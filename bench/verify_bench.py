@@ -82,10 +82,7 @@ def main(argv: list[str]) -> int:
     if args.models is None:
         script = runpy.run_path(str(PROJECT / "sample_models" / "architectures" / "export_architectures.py"),
                                 run_name="export_architectures")
-        folder = args.out_dir / "architectures"
-        folder.mkdir(parents=True, exist_ok=True)
-        models = [p if p.is_file() else script["export"](name, folder)
-                  for name in script["ARCHITECTURES"] for p in [folder / f"{name}.onnx"]]
+        models = script["exported"](script["ARCHITECTURES"], args.out_dir / "architectures")
     else:
         models = sorted(args.models.glob("*.onnx"))
     lines = ["| model | tool | BN left | max abs error | error (of scale) | noise | error/noise | "

@@ -63,6 +63,12 @@ def export(name: str, out: Path) -> Path:
     return path
 
 
+def exported(names, folder: Path) -> list[Path]:
+    """`folder/NAME.onnx` for each name, exporting the ones not there yet (the benches share their exports)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [path if path.is_file() else export(name, folder) for name in names for path in [folder / f"{name}.onnx"]]
+
+
 def main(argv: list[str]) -> None:
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)
